@@ -1,0 +1,313 @@
+//! The desired-state document types. Every field's default is stated in its doc comment, which
+//! becomes the description in the generated JSON Schema.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+use crate::values::{ByteSize, Cpus, Duration, ImageRef, Replicas, ResourceName};
+
+pub const API_VERSION: &str = "steward.io/v1alpha1";
+
+/// Header read first from every document to pick the concrete type.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Header {
+    pub api_version: Option<Spanned<String>>,
+    pub kind: Option<Spanned<String>>,
+}
+
+/// Object metadata, as in Kubernetes.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Metadata {
+    /// Name of the object. For a `Service`, the Swarm service name: 1 to 63 characters, letters,
+    /// digits, `-`, `_` and `.`, starting with a letter or digit.
+    #[schemars(with = "ResourceName")]
+    pub name: Spanned<ResourceName>,
+    /// Labels. On a `Service` they become Swarm service labels. Keys under `steward.io/` are
+    /// reserved for steward's own ownership labels. Default: none.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `kind: Service` — a Swarm replicated service.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "Service")]
+pub struct ServiceDocument {
+    /// Always `steward.io/v1alpha1`.
+    pub api_version: String,
+    /// Always `Service`.
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: ServiceSpec,
+}
+
+/// `kind: Stack` — settings for the whole desired state (at most one per desired state).
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "Stack")]
+pub struct StackDocument {
+    /// Always `steward.io/v1alpha1`.
+    pub api_version: String,
+    /// Always `Stack`.
+    pub kind: String,
+    /// `metadata.name` is the owner identity written to the `steward.io/stack` label of every
+    /// service steward creates. Without a Stack document the stack is named `default`.
+    pub metadata: Metadata,
+    #[serde(default)]
+    pub spec: StackSpec,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StackSpec {
+    /// Remove services owned by this stack that are no longer in the desired state.
+    /// Default: `false` — such services are left running and reported as `Orphaned`.
+    #[serde(default)]
+    pub prune: bool,
+}
+
+/// The desired state of one Swarm replicated service.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// Image reference, e.g. `taxcollector:v2.1.0` or `registry.example/team/app@sha256:…`.
+    pub image: ImageRef,
+    /// Number of tasks. 0 to 1000. Default: 1.
+    #[serde(default)]
+    pub replicas: Replicas,
+    /// Replaces the image's ENTRYPOINT. Default: the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's CMD. Default: the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// Environment variables. Secrets are never written inline: use `valueFrom`.
+    #[serde(default)]
+    #[schemars(with = "Vec<EnvVar>")]
+    pub env: Vec<Spanned<EnvVar>>,
+    /// Published ports. Default: none.
+    #[serde(default)]
+    pub ports: Vec<Port>,
+    /// CPU and memory limits and reservations. Default: none.
+    #[serde(default)]
+    pub resources: Resources,
+    /// How Swarm replaces tasks when the spec changes (Swarm's `UpdateConfig`).
+    #[serde(default)]
+    pub update: UpdatePolicy,
+    /// How Swarm rolls back (Swarm's `RollbackConfig`).
+    #[serde(default)]
+    pub rollback: RollbackPolicy,
+    /// Take ownership of an existing service of the same name that steward does not own.
+    /// Default: `false` — such a service is reported as a conflict and left untouched.
+    #[serde(default)]
+    pub adopt: bool,
+}
+
+/// One environment variable: exactly one of `value` or `valueFrom`.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EnvVar {
+    /// Variable name: letters, digits and `_`, not starting with a digit.
+    pub name: String,
+    /// A plain, non-secret value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Where to read the value when steward reconciles. Values read this way are treated as
+    /// secrets: they never appear in plans, logs, events or status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<EnvSource>,
+}
+
+/// Exactly one of `env` or `file`.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EnvSource {
+    /// Name of an environment variable of the steward process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// Path of a file whose contents (trailing newline removed) are the value. Relative paths
+    /// are relative to the manifest file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// Default.
+    #[default]
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishMode {
+    /// Swarm's routing mesh. Default.
+    #[default]
+    Ingress,
+    /// Bound on the node running the task.
+    Host,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Port {
+    /// Port inside the container (1-65535).
+    pub target: u16,
+    /// Port published on the node (1-65535). Default: none (Swarm assigns one from 30000-32767).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<u16>,
+    /// `tcp` (default), `udp` or `sctp`.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// `ingress` (default) or `host`.
+    #[serde(default)]
+    pub mode: PublishMode,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Resources {
+    /// Hard limits. Default: none.
+    #[serde(default)]
+    pub limits: ResourceAmounts,
+    /// Reserved for scheduling. Default: none.
+    #[serde(default)]
+    pub reservations: ResourceAmounts,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResourceAmounts {
+    /// CPUs, e.g. `0.5` or `2`. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<Cpus>,
+    /// Memory, e.g. `512Mi`, `1Gi`, `256M` or a number of bytes. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ByteSize>,
+}
+
+/// What Swarm does when an updated task fails within `monitor`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureAction {
+    /// Stop updating. Swarm's default.
+    #[default]
+    Pause,
+    /// Keep going.
+    Continue,
+    /// Roll back to the previous spec.
+    Rollback,
+}
+
+/// Whether a new task starts before or after the old one stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    /// Stop the old task first. Swarm's default.
+    #[default]
+    StopFirst,
+    /// Start the new task first (briefly runs both).
+    StartFirst,
+}
+
+/// Swarm's `UpdateConfig`. Defaults are Swarm's own.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpdatePolicy {
+    /// Tasks updated at once; 0 means all at once. Default: 1.
+    #[serde(default = "one")]
+    pub parallelism: u32,
+    /// Wait between batches, e.g. `30s`. Default: `0s`.
+    #[serde(default)]
+    pub delay: Duration,
+    /// `pause` (default), `continue` or `rollback`.
+    #[serde(default)]
+    pub failure_action: FailureAction,
+    /// How long each updated task is watched for failure. Default: `5s`.
+    #[serde(default = "five_seconds")]
+    pub monitor: Duration,
+    /// Fraction of tasks (0 to 1) that may fail before `failureAction` applies. Default: 0.
+    #[serde(default)]
+    pub max_failure_ratio: f32,
+    /// `stop-first` (default) or `start-first`.
+    #[serde(default)]
+    pub order: UpdateOrder,
+}
+
+impl Default for UpdatePolicy {
+    fn default() -> Self {
+        Self {
+            parallelism: 1,
+            delay: Duration::ZERO,
+            failure_action: FailureAction::Pause,
+            monitor: five_seconds(),
+            max_failure_ratio: 0.0,
+            order: UpdateOrder::StopFirst,
+        }
+    }
+}
+
+/// What Swarm does when a rolled-back task fails (no `rollback` here).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RollbackFailureAction {
+    /// Stop rolling back. Swarm's default.
+    #[default]
+    Pause,
+    /// Keep going.
+    Continue,
+}
+
+/// Swarm's `RollbackConfig`. Defaults are Swarm's own.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RollbackPolicy {
+    /// Tasks rolled back at once; 0 means all at once. Default: 1.
+    #[serde(default = "one")]
+    pub parallelism: u32,
+    /// Wait between batches. Default: `0s`.
+    #[serde(default)]
+    pub delay: Duration,
+    /// `pause` (default) or `continue`.
+    #[serde(default)]
+    pub failure_action: RollbackFailureAction,
+    /// How long each rolled-back task is watched for failure. Default: `5s`.
+    #[serde(default = "five_seconds")]
+    pub monitor: Duration,
+    /// Fraction of tasks (0 to 1) that may fail. Default: 0.
+    #[serde(default)]
+    pub max_failure_ratio: f32,
+    /// `stop-first` (default) or `start-first`.
+    #[serde(default)]
+    pub order: UpdateOrder,
+}
+
+impl Default for RollbackPolicy {
+    fn default() -> Self {
+        Self {
+            parallelism: 1,
+            delay: Duration::ZERO,
+            failure_action: RollbackFailureAction::Pause,
+            monitor: five_seconds(),
+            max_failure_ratio: 0.0,
+            order: UpdateOrder::StopFirst,
+        }
+    }
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Swarm's default monitor window is 5 s.
+fn five_seconds() -> Duration {
+    Duration::from_secs(5)
+}

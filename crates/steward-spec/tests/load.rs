@@ -1,0 +1,110 @@
+use std::path::PathBuf;
+
+use steward_spec::{parse_sources, SpecErrors};
+
+fn parse(text: &str) -> Result<steward_spec::DesiredState, SpecErrors> {
+    parse_sources(&[(PathBuf::from("m/app.yaml"), text.to_string())])
+}
+
+fn errors(text: &str) -> Vec<String> {
+    parse(text).expect_err("must be invalid").0.iter().map(|e| e.to_string()).collect()
+}
+
+const GOOD: &str = "\
+apiVersion: steward.io/v1alpha1
+kind: Service
+metadata:
+  name: web
+spec:
+  image: taxcollector:v2.1.0
+  replicas: 10
+  update:
+    parallelism: 2
+    delay: 30s
+    failureAction: rollback
+";
+
+#[test]
+fn good_document_parses_with_defaults() {
+    let s = parse(GOOD).unwrap();
+    assert_eq!(s.stack, "default");
+    assert!(!s.prune);
+    let web = &s.services[0];
+    assert_eq!(web.name(), "web");
+    assert_eq!(web.spec.replicas.get(), 10);
+    assert_eq!(web.spec.update.parallelism, 2);
+    assert_eq!(web.spec.update.delay.get().as_secs(), 30);
+    assert_eq!(web.spec.update.monitor.get().as_secs(), 5, "Swarm's default monitor");
+    assert_eq!(web.spec.rollback.parallelism, 1);
+    assert_eq!(web.source.line, 4);
+}
+
+#[test]
+fn unknown_key_is_an_error_with_position_and_path() {
+    let e = errors(&GOOD.replace("  replicas: 10", "  replcas: 10"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("m/app.yaml:7:"), "{e:?}");
+    assert!(e[0].contains("replcas"), "{e:?}");
+}
+
+#[test]
+fn every_document_reports_its_error() {
+    let bad = format!(
+        "{}---\n{}---\n{}",
+        GOOD.replace("replicas: 10", "replicas: -1"),
+        GOOD.replace("name: web", "name: api").replace("delay: 30s", "delay: soon"),
+        GOOD.replace("name: web", "name: worker").replace("taxcollector:v2.1.0", "Tax Collector")
+    );
+    let e = errors(&bad);
+    assert_eq!(e.len(), 3, "{e:#?}");
+    assert!(e[0].starts_with("m/app.yaml:7:") && e[0].contains("spec.replicas") && e[0].contains("between 0 and 1000"), "{e:#?}");
+    assert!(e[1].starts_with("m/app.yaml:22:") && e[1].contains("spec.update.delay"), "{e:#?}");
+    assert!(e[2].starts_with("m/app.yaml:30:") && e[2].contains("spec.image"), "{e:#?}");
+}
+
+#[test]
+fn wrong_type_and_duplicate_key() {
+    let e = errors(&GOOD.replace("replicas: 10", "replicas: ten"));
+    assert!(e[0].contains("spec.replicas"), "{e:?}");
+    let e = errors(&GOOD.replace("  replicas: 10", "  replicas: 10\n  replicas: 11"));
+    assert!(e[0].starts_with("m/app.yaml:8:") && e[0].to_lowercase().contains("duplicate"), "{e:?}");
+}
+
+#[test]
+fn duplicate_names_across_documents() {
+    let e = errors(&format!("{GOOD}---\n{GOOD}"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("m/app.yaml:16:") && e[0].contains("duplicate Service name \"web\""), "{e:?}");
+}
+
+#[test]
+fn absurd_replicas_and_bad_kind_and_api() {
+    assert!(errors(&GOOD.replace("replicas: 10", "replicas: 100000"))[0].contains("between 0 and 1000"));
+    assert!(errors(&GOOD.replace("kind: Service", "kind: Servce"))[0].contains("unknown kind \"Servce\""));
+    assert!(errors(&GOOD.replace("steward.io/v1alpha1", "v1"))[0].contains("apiVersion"));
+}
+
+#[test]
+fn inline_secret_is_refused_and_env_checked() {
+    let doc = format!("{GOOD}  env:\n    - name: DB_PASSWORD\n      value: hunter2\n    - name: MODE\n");
+    let e = errors(&doc);
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert!(e[0].starts_with("m/app.yaml:13:") && e[0].contains("looks like a secret"), "{e:#?}");
+    assert!(e[1].starts_with("m/app.yaml:15:") && e[1].contains("one of value or valueFrom"), "{e:#?}");
+}
+
+#[test]
+fn stack_document_sets_owner_and_prune() {
+    let s = parse(&format!(
+        "apiVersion: steward.io/v1alpha1\nkind: Stack\nmetadata:\n  name: tc\nspec:\n  prune: true\n---\n{GOOD}"
+    ))
+    .unwrap();
+    assert_eq!(s.stack, "tc");
+    assert!(s.prune);
+}
+
+#[test]
+fn reserved_label_is_refused() {
+    let e = errors(&GOOD.replace("  name: web", "  name: web\n  labels:\n    steward.io/stack: x"));
+    assert!(e[0].starts_with("m/app.yaml:6:") && e[0].contains("reserved"), "{e:?}");
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Makes sure the local Docker engine is a (single-node) swarm manager.
+# Initialises a swarm if the node is not part of one; never leaves a swarm.
+set -euo pipefail
+
+if ! command -v docker >/dev/null 2>&1; then
+    echo "ensure-swarm: the 'docker' CLI is not installed or not on PATH" >&2
+    exit 1
+fi
+
+if ! state="$(docker info --format '{{.Swarm.LocalNodeState}}' 2>&1)"; then
+    echo "ensure-swarm: cannot reach the Docker engine (is dockerd running, and may this user access its socket?):" >&2
+    echo "  ${state}" >&2
+    exit 1
+fi
+
+case "${state}" in
+    active)
+        echo "ensure-swarm: swarm already active"
+        ;;
+    inactive | "")
+        echo "ensure-swarm: initialising single-node swarm"
+        docker swarm init --advertise-addr 127.0.0.1 >/dev/null
+        echo "ensure-swarm: swarm active"
+        ;;
+    *)
+        echo "ensure-swarm: swarm is in state '${state}'; refusing to touch it (unlock or repair it manually)" >&2
+        exit 1
+        ;;
+esac
