@@ -71,10 +71,8 @@ for spec in "${IMAGES[@]}"; do
     if ! id="$(docker build --quiet \
         --build-arg "DEMO_VERSION=${version}" \
         --build-arg "DEMO_MODE=${mode}" \
-        --label "io.steward.demo.version=${version}" \
-        --label "io.steward.demo.mode=${mode}" \
-        --label "io.steward.demo.binary-sha256=${binary_sha}" \
-        --label "io.steward.demo.dockerfile-sha256=${dockerfile_sha}" \
+        --build-arg "BINARY_SHA256=${binary_sha}" \
+        --build-arg "DOCKERFILE_SHA256=${dockerfile_sha}" \
         --tag "${image}" \
         "${context}" 2>&1)"; then
         echo "${id}" >&2
@@ -85,3 +83,9 @@ for spec in "${IMAGES[@]}"; do
     id="${id#sha256:}"
     echo "${image}: built ${id:0:12} (version ${version}, mode ${mode}, binary ${binary_sha:0:12})"
 done
+
+# Drop untagged demo images left behind by earlier builds (images still used
+# by a container are kept by Docker).
+if [[ -n "${context}" ]]; then
+    docker image prune --force --filter "label=io.steward.demo=true" >/dev/null
+fi

@@ -10,7 +10,7 @@ fi
 
 if ! state="$(docker info --format '{{.Swarm.LocalNodeState}}' 2>&1)"; then
     echo "ensure-swarm: cannot reach the Docker engine (is dockerd running, and may this user access its socket?):" >&2
-    echo "  ${state}" >&2
+    printf '%s\n' "${state}" | sed -e '/^[[:space:]]*$/d' -e 's/^/  /' >&2
     exit 1
 fi
 

@@ -1,1 +1,4 @@
+//! Observers and executors, one module per system. Each observer reports `Unknown` when its
+//! system cannot be read; each executor carries out a planned action exactly as planned.
 
+pub mod swarm;

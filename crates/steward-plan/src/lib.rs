@@ -1,1 +1,12 @@
+//! The planner: `plan(&Desired, &Observed) -> Plan`, and the status it implies.
+//!
+//! Pure and synchronous: this crate depends on no client, runtime or clock. Inputs are gathered
+//! by the controller before planning; the executor carries out the plan's actions verbatim.
+
+pub mod assess;
+pub mod model;
+pub mod plan;
 pub mod status;
+
+pub use model::*;
+pub use plan::*;

@@ -61,6 +61,8 @@ impl std::error::Error for SpecErrors {}
 pub struct Source {
     pub file: PathBuf,
     pub line: u64,
+    /// Lines in the file before this document starts (spans inside it are relative).
+    pub line_offset: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -171,6 +173,7 @@ pub fn parse_sources(inputs: &[(PathBuf, String)]) -> Result<DesiredState, SpecE
                     let source = Source {
                         file: file.clone(),
                         line: d.metadata.name.referenced.line() + doc.line_offset,
+                        line_offset: doc.line_offset,
                     };
                     validate_service(&ctx, doc.text, &d, &mut errors);
                     services.push(ServiceEntry {
@@ -187,6 +190,7 @@ pub fn parse_sources(inputs: &[(PathBuf, String)]) -> Result<DesiredState, SpecE
                         Source {
                             file: file.clone(),
                             line,
+                            line_offset: doc.line_offset,
                         },
                     ));
                 }
@@ -504,8 +508,8 @@ pub fn resolve_env(entry: &ServiceEntry) -> Result<Vec<ResolvedEnv>, SpecErrors>
         let v = &e.value;
         let fail = |field: &str, message: String| SpecError {
             file: entry.source.file.clone(),
-            line: entry.source.line,
-            column: 1,
+            line: e.referenced.line() + entry.source.line_offset,
+            column: e.referenced.column(),
             field: format!("Service/{}: spec.env[{i}]{field}", entry.name()),
             message,
         };

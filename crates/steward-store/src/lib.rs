@@ -22,7 +22,7 @@ pub use error::StoreError;
 pub use schema::SCHEMA_VERSION;
 
 /// Identical events (same object, type, reason and message) whose previous occurrence was
-/// seen less than this long ago are folded into that record instead of inserting a new one.
+/// seen at most this long ago are folded into that record instead of inserting a new one.
 ///
 /// This mirrors the Kubernetes event correlator: a controller that retries every few seconds
 /// would otherwise flood the table (and `steward events`) with copies of the same line. One
@@ -190,7 +190,13 @@ impl Store {
             .prepare_cached(FOLD_CANDIDATE_SQL)
             .and_then(|mut s| {
                 s.query_row(
-                    params![ev.object, ev.type_.as_str(), ev.reason, ev.message, window_start],
+                    params![
+                        ev.object,
+                        ev.type_.as_str(),
+                        ev.reason,
+                        ev.message,
+                        window_start
+                    ],
                     |r| r.get(0),
                 )
                 .optional()
@@ -356,7 +362,9 @@ impl Store {
             })
             .map_err(self.sql_err(OP))?;
         drop(conn);
-        rows.iter().map(|json| self.decode_status(json, OP)).collect()
+        rows.iter()
+            .map(|json| self.decode_status(json, OP))
+            .collect()
     }
 
     /// The stored status of (`kind`, `name`), if any.
@@ -403,10 +411,15 @@ impl Store {
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves no half-done work behind: an open transaction
         // rolls back when it is dropped during unwinding. So the connection is still usable.
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn sql_err(&self, operation: &'static str) -> impl Fn(rusqlite::Error) -> StoreError + Copy + '_ {
+    fn sql_err(
+        &self,
+        operation: &'static str,
+    ) -> impl Fn(rusqlite::Error) -> StoreError + Copy + '_ {
         move |source| StoreError::Sqlite {
             path: self.path.clone(),
             operation,
@@ -422,7 +435,11 @@ impl Store {
         }
     }
 
-    fn decode_status(&self, json: &str, operation: &'static str) -> Result<ResourceStatus, StoreError> {
+    fn decode_status(
+        &self,
+        json: &str,
+        operation: &'static str,
+    ) -> Result<ResourceStatus, StoreError> {
         serde_json::from_str(json).map_err(|source| StoreError::Json {
             path: self.path.clone(),
             operation,
@@ -430,7 +447,11 @@ impl Store {
         })
     }
 
-    fn event_record(&self, raw: RawEvent, operation: &'static str) -> Result<EventRecord, StoreError> {
+    fn event_record(
+        &self,
+        raw: RawEvent,
+        operation: &'static str,
+    ) -> Result<EventRecord, StoreError> {
         let type_ = match raw.type_.as_str() {
             "Normal" => EventType::Normal,
             "Warning" => EventType::Warning,
@@ -442,7 +463,10 @@ impl Store {
             }
         };
         let count = u64::try_from(raw.count).map_err(|_| {
-            self.corrupt(operation, format!("event {} has count {}", raw.id, raw.count))
+            self.corrupt(
+                operation,
+                format!("event {} has count {}", raw.id, raw.count),
+            )
         })?;
         let time = |ns: i64| {
             OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns)).map_err(|_| {
@@ -509,4 +533,4 @@ fn fold_window_nanos() -> i64 {
 }
 
 #[cfg(test)]
-mod query_plan_tests;
+mod internal_tests;

@@ -1,1 +1,111 @@
-fn main(){}
+//! The `steward` command line. Each command parses, calls one function, renders.
+
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::output::Format;
+
+#[derive(Parser)]
+#[command(name = "steward", version, about = "Reconciles Docker Swarm services with desired state kept in git")]
+pub struct Cli {
+    /// Embedded state file (status, events).
+    #[arg(long, global = true, env = "STEWARD_STATE", default_value = ".steward/state.db")]
+    pub state: PathBuf,
+    /// Docker Engine address: unix:///path or tcp://host:port.
+    #[arg(long, global = true, env = "DOCKER_HOST", default_value = steward_backends::swarm::DEFAULT_DOCKER_HOST)]
+    pub docker_host: String,
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Check manifests. Exit 0 when valid, 1 when not.
+    Validate {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Also check that every `valueFrom` reference (environment variable, file) resolves.
+        #[arg(long)]
+        resolve: bool,
+    },
+    /// Show what apply would change. Exit 0 in sync, 2 changes pending, 1 error.
+    Plan {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
+        output: Format,
+    },
+    /// Reconcile once and wait until converged. Exit 0 converged, 1 otherwise.
+    Apply {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Give up after this long, e.g. 5m.
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Reconcile continuously until SIGINT/SIGTERM.
+    Run {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Full re-read interval even without triggers.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        resync: std::time::Duration,
+    },
+    /// Conditions and replicas of every resource.
+    Status {
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Reconcile events, oldest first.
+    Events {
+        /// Only events seen within this long, e.g. 10m.
+        #[arg(long, value_parser = parse_duration)]
+        since: Option<std::time::Duration>,
+        /// Keep printing new and updated events.
+        #[arg(long)]
+        follow: bool,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Print the JSON Schema of manifest documents.
+    Schema,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    steward_spec::parse_duration(s)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match commands::dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STEWARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

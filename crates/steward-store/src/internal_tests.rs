@@ -1,4 +1,4 @@
-//! Guards the performance promises: with 100,000 events, recording one and reading the newest
+//! Connection settings, and the performance promises: with 100,000 events, recording one and reading the newest
 //! N must stay index lookups, never a table scan or a sort of the whole table.
 
 use super::*;
@@ -59,17 +59,55 @@ fn limited_event_queries_walk_an_index() {
     let since = Some(OffsetDateTime::UNIX_EPOCH);
     let object = Some("Service/a".to_string());
     let cases = [
-        (EventFilter { limit: Some(50), ..Default::default() }, "events_last_seen"),
-        (EventFilter { since, limit: Some(50), ..Default::default() }, "events_last_seen"),
         (
-            EventFilter { object: object.clone(), limit: Some(50), ..Default::default() },
+            EventFilter {
+                limit: Some(50),
+                ..Default::default()
+            },
+            "events_last_seen",
+        ),
+        (
+            EventFilter {
+                since,
+                limit: Some(50),
+                ..Default::default()
+            },
+            "events_last_seen",
+        ),
+        (
+            EventFilter {
+                object: object.clone(),
+                limit: Some(50),
+                ..Default::default()
+            },
             "events_object_last_seen",
         ),
-        (EventFilter { object, since, limit: Some(50) }, "events_object_last_seen"),
+        (
+            EventFilter {
+                object,
+                since,
+                limit: Some(50),
+            },
+            "events_object_last_seen",
+        ),
         (EventFilter::default(), "events_last_seen"),
     ];
     for (filter, index) in cases {
         let (sql, values) = events_query(&filter, "test").unwrap();
         assert_indexed(&plan(&store, &sql, values), index);
     }
+}
+
+#[test]
+fn connection_settings() {
+    let (_dir, store) = store();
+    let conn = store.lock();
+    let get = |name: &str| -> i64 { conn.pragma_query_value(None, name, |r| r.get(0)).unwrap() };
+    assert_eq!(get("synchronous"), 1, "NORMAL");
+    assert_eq!(get("busy_timeout"), BUSY_TIMEOUT.as_millis() as i64);
+    assert_eq!(get("user_version"), SCHEMA_VERSION);
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
 }

@@ -1,0 +1,249 @@
+//! What the planner compares: a normalized view of a service that both the desired state and
+//! Swarm's observed spec are converted into, so equal means "nothing to do".
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use steward_spec::{FailureAction, PublishMode, RollbackFailureAction, ServiceEntry, UpdateOrder};
+
+/// Ownership label keys written on every service steward creates.
+pub mod labels {
+    /// Always `steward`.
+    pub const MANAGED_BY: &str = "steward.io/managed-by";
+    /// The stack (owner) name; listing filters on it.
+    pub const STACK: &str = "steward.io/stack";
+    /// Hash of the desired state last written; tells drift (hash equal, fields differ) from a
+    /// changed desired state.
+    pub const SPEC_HASH: &str = "steward.io/spec-hash";
+    /// Comma-separated names of env variables whose values are secret (never displayed).
+    pub const SECRET_ENV: &str = "steward.io/secret-env";
+    pub const MANAGED_BY_VALUE: &str = "steward";
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct PortState {
+    pub target: u32,
+    pub published: Option<u32>,
+    pub protocol: String,
+    pub mode: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Amounts {
+    pub nano_cpus: Option<i64>,
+    pub memory_bytes: Option<i64>,
+}
+
+/// Swarm's UpdateConfig / RollbackConfig in Swarm's own units.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PolicyState {
+    pub parallelism: u64,
+    pub delay_ns: i64,
+    /// `pause`, `continue` or `rollback`.
+    pub failure_action: String,
+    pub monitor_ns: i64,
+    /// Rounded to 4 decimals: Swarm stores a float32 and the YAML holds a decimal.
+    pub max_failure_ratio: f64,
+    /// `stop-first` or `start-first`.
+    pub order: String,
+}
+
+/// Every field steward manages on a Swarm service, normalized.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ServiceState {
+    pub image: String,
+    pub replicas: u64,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// User labels only (steward's own `steward.io/` labels are not part of the comparison).
+    pub labels: BTreeMap<String, String>,
+    /// Sorted.
+    pub ports: Vec<PortState>,
+    pub limits: Amounts,
+    pub reservations: Amounts,
+    pub update: PolicyState,
+    pub rollback: PolicyState,
+}
+
+pub fn round_ratio(r: f64) -> f64 {
+    (r * 10_000.0).round() / 10_000.0
+}
+
+/// A service as steward wants it, with secrets resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DesiredService {
+    pub name: String,
+    pub state: ServiceState,
+    /// Names of env variables whose values are secret.
+    pub secret_env: BTreeSet<String>,
+    pub adopt: bool,
+    /// Hash of `state`; written as a label.
+    pub spec_hash: String,
+}
+
+impl DesiredService {
+    /// Builds the desired service from a validated entry and its resolved environment.
+    pub fn from_entry(entry: &ServiceEntry, env: Vec<steward_spec::ResolvedEnv>) -> Self {
+        let spec = &entry.spec;
+        let mut ports: Vec<PortState> = spec
+            .ports
+            .iter()
+            .map(|p| PortState {
+                target: u32::from(p.target),
+                published: p.published.map(u32::from),
+                protocol: format!("{:?}", p.protocol).to_lowercase(),
+                mode: match p.mode {
+                    PublishMode::Ingress => "ingress".into(),
+                    PublishMode::Host => "host".into(),
+                },
+            })
+            .collect();
+        ports.sort();
+        let amounts = |a: &steward_spec::ResourceAmounts| Amounts {
+            nano_cpus: a.cpus.map(|c| c.nano_cpus()),
+            memory_bytes: a.memory.map(|m| i64::try_from(m.bytes()).unwrap_or(i64::MAX)),
+        };
+        let order = |o: UpdateOrder| match o {
+            UpdateOrder::StopFirst => "stop-first".to_string(),
+            UpdateOrder::StartFirst => "start-first".to_string(),
+        };
+        let u = &spec.update;
+        let r = &spec.rollback;
+        let secret_env = env.iter().filter(|e| e.secret).map(|e| e.name.clone()).collect();
+        let state = ServiceState {
+            image: spec.image.to_string(),
+            replicas: u64::from(spec.replicas.get()),
+            command: spec.command.clone().unwrap_or_default(),
+            args: spec.args.clone().unwrap_or_default(),
+            env: env.into_iter().map(|e| (e.name, e.value)).collect(),
+            labels: entry.metadata.labels.clone(),
+            ports,
+            limits: amounts(&spec.resources.limits),
+            reservations: amounts(&spec.resources.reservations),
+            update: PolicyState {
+                parallelism: u64::from(u.parallelism),
+                delay_ns: u.delay.as_nanos_i64(),
+                failure_action: match u.failure_action {
+                    FailureAction::Pause => "pause",
+                    FailureAction::Continue => "continue",
+                    FailureAction::Rollback => "rollback",
+                }
+                .into(),
+                monitor_ns: u.monitor.as_nanos_i64(),
+                max_failure_ratio: round_ratio(f64::from(u.max_failure_ratio)),
+                order: order(u.order),
+            },
+            rollback: PolicyState {
+                parallelism: u64::from(r.parallelism),
+                delay_ns: r.delay.as_nanos_i64(),
+                failure_action: match r.failure_action {
+                    RollbackFailureAction::Pause => "pause",
+                    RollbackFailureAction::Continue => "continue",
+                }
+                .into(),
+                monitor_ns: r.monitor.as_nanos_i64(),
+                max_failure_ratio: round_ratio(f64::from(r.max_failure_ratio)),
+                order: order(r.order),
+            },
+        };
+        Self::new(entry.name().to_string(), state, secret_env, spec.adopt)
+    }
+
+    pub fn new(name: String, state: ServiceState, secret_env: BTreeSet<String>, adopt: bool) -> Self {
+        let spec_hash = state_hash(&state);
+        Self {
+            name,
+            state,
+            secret_env,
+            adopt,
+            spec_hash,
+        }
+    }
+
+    /// The full label set written to Swarm: user labels plus ownership labels.
+    pub fn swarm_labels(&self, stack: &str) -> BTreeMap<String, String> {
+        let mut l = self.state.labels.clone();
+        l.insert(labels::MANAGED_BY.into(), labels::MANAGED_BY_VALUE.into());
+        l.insert(labels::STACK.into(), stack.into());
+        l.insert(labels::SPEC_HASH.into(), self.spec_hash.clone());
+        if !self.secret_env.is_empty() {
+            let names: Vec<&str> = self.secret_env.iter().map(String::as_str).collect();
+            l.insert(labels::SECRET_ENV.into(), names.join(","));
+        }
+        l
+    }
+}
+
+/// Short content hash of a state (first 16 hex digits of SHA-256 over its JSON).
+pub fn state_hash(state: &ServiceState) -> String {
+    let json = serde_json::to_vec(state).expect("state serializes");
+    hex::encode(&Sha256::digest(&json)[..8])
+}
+
+/// The whole desired state the planner works from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    /// Owner identity (`steward.io/stack` label value).
+    pub stack: String,
+    pub prune: bool,
+    /// Monotonic generation of the desired state (bumped when its content changes).
+    pub generation: u64,
+    /// Sorted by name.
+    pub services: Vec<DesiredService>,
+}
+
+/// Swarm's `UpdateStatus.State`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum UpdateState {
+    Updating,
+    Paused,
+    Completed,
+    RollbackStarted,
+    RollbackPaused,
+    RollbackCompleted,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct UpdateStatus {
+    pub state: UpdateState,
+    pub message: String,
+}
+
+/// Who owns an observed service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum Owner {
+    /// Owned by the stack being reconciled.
+    Us,
+    /// Owned by another steward stack.
+    OtherStack(String),
+    /// Not steward's.
+    Nobody,
+}
+
+/// A service as read from Swarm.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedService {
+    pub id: String,
+    pub name: String,
+    /// Swarm's `Version.Index`; every write carries it.
+    pub version: u64,
+    pub owner: Owner,
+    pub spec_hash: Option<String>,
+    pub secret_env: BTreeSet<String>,
+    /// `false` for global services and jobs, which steward cannot update in place.
+    pub replicated: bool,
+    pub state: ServiceState,
+    pub running_tasks: Option<u64>,
+    pub desired_tasks: Option<u64>,
+    pub update_status: Option<UpdateStatus>,
+}
+
+/// What the observers saw. A backend that could not be read is `Unknown`, never empty.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Observed {
+    Unknown { reason: String },
+    /// Services owned by the stack, plus any service whose name the desired state uses.
+    Known { services: Vec<ObservedService> },
+}

@@ -1,0 +1,505 @@
+//! `plan(&Desired, &Observed) -> Plan`: pure, synchronous, no IO.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::model::*;
+
+/// Why a service is being written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum UpdateReason {
+    /// The desired state changed since steward last wrote the service.
+    SpecChanged,
+    /// Someone changed the service outside steward; steward restores the desired state.
+    DriftCorrected,
+    /// An unowned service is taken over (`spec.adopt: true`).
+    Adopted,
+}
+
+impl UpdateReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SpecChanged => "SpecChanged",
+            Self::DriftCorrected => "DriftCorrected",
+            Self::Adopted => "Adopted",
+        }
+    }
+}
+
+/// One field that differs: old and new values already rendered (secrets redacted).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FieldChange {
+    pub field: String,
+    pub old: String,
+    pub new: String,
+}
+
+/// What the plan does. Each action carries its exact target so the executor makes no choices.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    Create {
+        service: DesiredService,
+    },
+    Update {
+        id: String,
+        /// Swarm version index the plan was made against; a stale one is a conflict.
+        version: u64,
+        service: DesiredService,
+        changes: Vec<FieldChange>,
+        reason: UpdateReason,
+    },
+    Remove {
+        id: String,
+        name: String,
+        version: u64,
+    },
+}
+
+impl Action {
+    pub fn object(&self) -> String {
+        match self {
+            Action::Create { service } | Action::Update { service, .. } => format!("Service/{}", service.name),
+            Action::Remove { name, .. } => format!("Service/{name}"),
+        }
+    }
+}
+
+/// Why something is not done now. Ends up in status and events.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "reason")]
+pub enum Hold {
+    /// A service of that name exists and steward does not own it.
+    ConflictUnowned,
+    /// A service of that name belongs to another steward stack.
+    ConflictOtherStack { stack: String },
+    /// A service of that name exists but is not a replicated service.
+    ConflictNotReplicated,
+    /// Owned by this stack, no longer desired, and prune is off.
+    Orphaned,
+    /// Swarm is still replacing tasks toward the desired spec.
+    AwaitingConvergence { running: Option<u64>, desired: u64 },
+    /// Swarm paused or rolled back the last update.
+    UpdateFailed { state: UpdateState, message: String },
+    /// The backend could not be read; nothing is decided.
+    BackendUnknown { message: String },
+}
+
+impl Hold {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Hold::ConflictUnowned => "ConflictUnowned",
+            Hold::ConflictOtherStack { .. } => "ConflictOtherStack",
+            Hold::ConflictNotReplicated => "ConflictNotReplicated",
+            Hold::Orphaned => "Orphaned",
+            Hold::AwaitingConvergence { .. } => "AwaitingConvergence",
+            Hold::UpdateFailed { state, .. } => match state {
+                UpdateState::RollbackStarted | UpdateState::RollbackCompleted => "RolledBack",
+                UpdateState::RollbackPaused => "RollbackPaused",
+                _ => "UpdatePaused",
+            },
+            Hold::BackendUnknown { .. } => "BackendUnavailable",
+        }
+    }
+
+    /// Errors block convergence; the rest are expected waits.
+    pub fn is_error(&self) -> bool {
+        matches!(
+            self,
+            Hold::ConflictUnowned
+                | Hold::ConflictOtherStack { .. }
+                | Hold::ConflictNotReplicated
+                | Hold::UpdateFailed { .. }
+                | Hold::BackendUnknown { .. }
+        )
+    }
+
+    pub fn message(&self, name: &str) -> String {
+        match self {
+            Hold::ConflictUnowned => format!(
+                "service {name} exists and is not owned by steward; left untouched (set spec.adopt: true to take it over)"
+            ),
+            Hold::ConflictOtherStack { stack } => {
+                format!("service {name} is owned by steward stack {stack:?}; left untouched")
+            }
+            Hold::ConflictNotReplicated => {
+                format!("service {name} exists but is not a replicated service; left untouched")
+            }
+            Hold::Orphaned => format!(
+                "service {name} is owned by this stack but no longer desired; left running (prune is off)"
+            ),
+            Hold::AwaitingConvergence { running, desired } => match running {
+                Some(r) => format!("{r}/{desired} tasks running"),
+                None => format!("waiting for {desired} tasks"),
+            },
+            Hold::UpdateFailed { state, message } => format!("Swarm update {state:?}: {message}"),
+            Hold::BackendUnknown { message } => format!("Swarm could not be read: {message}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Held {
+    pub name: String,
+    pub hold: Hold,
+}
+
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Plan {
+    pub stack: String,
+    pub actions: Vec<Action>,
+    pub held: Vec<Held>,
+}
+
+impl Plan {
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    pub fn errors(&self) -> impl Iterator<Item = &Held> {
+        self.held.iter().filter(|h| h.hold.is_error())
+    }
+}
+
+pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
+    let mut plan = Plan {
+        stack: desired.stack.clone(),
+        ..Plan::default()
+    };
+    let services = match observed {
+        Observed::Unknown { reason } => {
+            for d in &desired.services {
+                plan.held.push(Held {
+                    name: d.name.clone(),
+                    hold: Hold::BackendUnknown {
+                        message: reason.clone(),
+                    },
+                });
+            }
+            return plan;
+        }
+        Observed::Known { services } => services,
+    };
+    let by_name: BTreeMap<&str, &ObservedService> = services.iter().map(|s| (s.name.as_str(), s)).collect();
+    let desired_names: BTreeSet<&str> = desired.services.iter().map(|d| d.name.as_str()).collect();
+
+    for d in &desired.services {
+        let Some(o) = by_name.get(d.name.as_str()) else {
+            plan.actions.push(Action::Create { service: d.clone() });
+            continue;
+        };
+        let adopting = match &o.owner {
+            Owner::Us => false,
+            Owner::Nobody if d.adopt => true,
+            Owner::Nobody => {
+                plan.hold(&d.name, Hold::ConflictUnowned);
+                continue;
+            }
+            Owner::OtherStack(stack) => {
+                plan.hold(&d.name, Hold::ConflictOtherStack { stack: stack.clone() });
+                continue;
+            }
+        };
+        if !o.replicated {
+            plan.hold(&d.name, Hold::ConflictNotReplicated);
+            continue;
+        }
+        let changes = diff(&o.state, &d.state, &d.secret_env, &o.secret_env);
+        let labels_stale = o.spec_hash.as_deref() != Some(d.spec_hash.as_str());
+        if changes.is_empty() && !labels_stale && !adopting {
+            if let Some(h) = convergence_hold(o) {
+                plan.hold(&d.name, h);
+            }
+            continue;
+        }
+        let reason = if adopting {
+            UpdateReason::Adopted
+        } else if !labels_stale {
+            UpdateReason::DriftCorrected
+        } else {
+            UpdateReason::SpecChanged
+        };
+        plan.actions.push(Action::Update {
+            id: o.id.clone(),
+            version: o.version,
+            service: d.clone(),
+            changes,
+            reason,
+        });
+    }
+
+    for o in services {
+        if o.owner != Owner::Us || desired_names.contains(o.name.as_str()) {
+            continue;
+        }
+        if desired.prune {
+            plan.actions.push(Action::Remove {
+                id: o.id.clone(),
+                name: o.name.clone(),
+                version: o.version,
+            });
+        } else {
+            plan.hold(&o.name, Hold::Orphaned);
+        }
+    }
+    plan
+}
+
+impl Plan {
+    fn hold(&mut self, name: &str, hold: Hold) {
+        self.held.push(Held {
+            name: name.to_string(),
+            hold,
+        });
+    }
+}
+
+/// When the spec already matches: is Swarm done, still working, or stuck?
+pub fn convergence_hold(o: &ObservedService) -> Option<Hold> {
+    if let Some(u) = &o.update_status {
+        match u.state {
+            UpdateState::Paused | UpdateState::RollbackStarted | UpdateState::RollbackPaused | UpdateState::RollbackCompleted => {
+                return Some(Hold::UpdateFailed {
+                    state: u.state,
+                    message: u.message.clone(),
+                })
+            }
+            UpdateState::Updating => {
+                return Some(Hold::AwaitingConvergence {
+                    running: o.running_tasks,
+                    desired: o.state.replicas,
+                })
+            }
+            UpdateState::Completed => {}
+        }
+    }
+    if o.running_tasks != Some(o.state.replicas) {
+        return Some(Hold::AwaitingConvergence {
+            running: o.running_tasks,
+            desired: o.state.replicas,
+        });
+    }
+    None
+}
+
+const REDACTED: &str = "<redacted>";
+const NONE: &str = "(none)";
+
+fn json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("serializes")
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| NONE.to_string(), ToString::to_string)
+}
+
+/// Field-by-field differences from `old` to `new`, secrets redacted.
+pub fn diff(old: &ServiceState, new: &ServiceState, secret_new: &BTreeSet<String>, secret_old: &BTreeSet<String>) -> Vec<FieldChange> {
+    let mut out = Vec::new();
+    let mut push = |field: &str, o: String, n: String| {
+        if o != n {
+            out.push(FieldChange {
+                field: field.to_string(),
+                old: o,
+                new: n,
+            });
+        }
+    };
+    push("image", old.image.clone(), new.image.clone());
+    push("replicas", old.replicas.to_string(), new.replicas.to_string());
+    push("command", json(&old.command), json(&new.command));
+    push("args", json(&old.args), json(&new.args));
+    let keys: BTreeSet<&String> = old.env.keys().chain(new.env.keys()).collect();
+    for k in keys {
+        let (o, n) = (old.env.get(k), new.env.get(k));
+        if o == n {
+            continue;
+        }
+        let secret = secret_new.contains(k) || secret_old.contains(k);
+        let show = |v: Option<&String>| match v {
+            None => NONE.to_string(),
+            Some(_) if secret => REDACTED.to_string(),
+            Some(v) => v.clone(),
+        };
+        let (so, sn) = (show(o), show(n));
+        // Two different secrets render the same; say that it changed.
+        let sn = if so == sn { format!("{sn} (changed)") } else { sn };
+        push(&format!("env.{k}"), so, sn);
+    }
+    let keys: BTreeSet<&String> = old.labels.keys().chain(new.labels.keys()).collect();
+    for k in keys {
+        push(
+            &format!("labels.{k}"),
+            opt(&old.labels.get(k)),
+            opt(&new.labels.get(k)),
+        );
+    }
+    push("ports", render_ports(&old.ports), render_ports(&new.ports));
+    for (name, o, n) in [("limits", &old.limits, &new.limits), ("reservations", &old.reservations, &new.reservations)] {
+        push(&format!("resources.{name}.cpus"), opt(&o.nano_cpus.map(cpus)), opt(&n.nano_cpus.map(cpus)));
+        push(&format!("resources.{name}.memory"), opt(&o.memory_bytes), opt(&n.memory_bytes));
+    }
+    for (name, o, n) in [("update", &old.update, &new.update), ("rollback", &old.rollback, &new.rollback)] {
+        push(&format!("{name}.parallelism"), o.parallelism.to_string(), n.parallelism.to_string());
+        push(&format!("{name}.delay"), dur(o.delay_ns), dur(n.delay_ns));
+        push(&format!("{name}.failureAction"), o.failure_action.clone(), n.failure_action.clone());
+        push(&format!("{name}.monitor"), dur(o.monitor_ns), dur(n.monitor_ns));
+        push(&format!("{name}.maxFailureRatio"), o.max_failure_ratio.to_string(), n.max_failure_ratio.to_string());
+        push(&format!("{name}.order"), o.order.clone(), n.order.clone());
+    }
+    out
+}
+
+fn cpus(nano: i64) -> f64 {
+    nano as f64 / 1e9
+}
+
+fn dur(ns: i64) -> String {
+    let d = std::time::Duration::from_nanos(u64::try_from(ns).unwrap_or(0));
+    if d.is_zero() {
+        "0s".into()
+    } else {
+        humantime_like(d)
+    }
+}
+
+/// `30s`, `1m30s`, `250ms`: the same spelling the manifests use.
+fn humantime_like(d: std::time::Duration) -> String {
+    let mut s = String::new();
+    let mut secs = d.as_secs();
+    let ms = d.subsec_millis();
+    for (unit, len) in [("h", 3600), ("m", 60)] {
+        if secs >= len {
+            let _ = write!(s, "{}{unit}", secs / len);
+            secs %= len;
+        }
+    }
+    if secs > 0 {
+        let _ = write!(s, "{secs}s");
+    }
+    if ms > 0 {
+        let _ = write!(s, "{ms}ms");
+    }
+    s
+}
+
+fn render_ports(ports: &[PortState]) -> String {
+    if ports.is_empty() {
+        return "[]".into();
+    }
+    let items: Vec<String> = ports
+        .iter()
+        .map(|p| match p.published {
+            Some(pp) => format!("{pp}:{}/{} ({})", p.target, p.protocol, p.mode),
+            None => format!("{}/{} ({})", p.target, p.protocol, p.mode),
+        })
+        .collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// What a created service will look like, as field changes from nothing.
+pub fn describe_new(d: &DesiredService) -> Vec<FieldChange> {
+    let mut f = vec![
+        FieldChange { field: "image".into(), old: NONE.into(), new: d.state.image.clone() },
+        FieldChange { field: "replicas".into(), old: NONE.into(), new: d.state.replicas.to_string() },
+    ];
+    if !d.state.ports.is_empty() {
+        f.push(FieldChange { field: "ports".into(), old: NONE.into(), new: render_ports(&d.state.ports) });
+    }
+    for k in d.state.env.keys() {
+        let v = if d.secret_env.contains(k) { REDACTED.to_string() } else { d.state.env[k].clone() };
+        f.push(FieldChange { field: format!("env.{k}"), old: NONE.into(), new: v });
+    }
+    f
+}
+
+impl Plan {
+    /// The plan for humans: removed, changed, added, then what is held, errors last.
+    pub fn display(&self) -> String {
+        let mut out = String::new();
+        let (mut removes, mut updates, mut creates) = (Vec::new(), Vec::new(), Vec::new());
+        for a in &self.actions {
+            match a {
+                Action::Remove { .. } => removes.push(a),
+                Action::Update { .. } => updates.push(a),
+                Action::Create { .. } => creates.push(a),
+            }
+        }
+        let errors: Vec<&Held> = self.errors().collect();
+        let waits: Vec<&Held> = self.held.iter().filter(|h| !h.hold.is_error()).collect();
+        let _ = writeln!(
+            out,
+            "Stack {}: {} to remove, {} to change, {} to add, {} waiting, {} error{}",
+            self.stack,
+            removes.len(),
+            updates.len(),
+            creates.len(),
+            waits.len(),
+            errors.len(),
+            if errors.len() == 1 { "" } else { "s" }
+        );
+        for a in removes {
+            let _ = writeln!(out, "- {} (pruned: no longer in the desired state)", a.object());
+        }
+        for a in updates {
+            if let Action::Update { changes, reason, .. } = a {
+                let _ = writeln!(out, "~ {} ({})", a.object(), reason.as_str());
+                for c in changes {
+                    let _ = writeln!(out, "    {}: {} → {}", c.field, c.old, c.new);
+                }
+                if changes.is_empty() {
+                    let _ = writeln!(out, "    (ownership labels only)");
+                }
+            }
+        }
+        for a in creates {
+            if let Action::Create { service } = a {
+                let _ = writeln!(out, "+ {}", a.object());
+                for c in describe_new(service) {
+                    let _ = writeln!(out, "    {}: {}", c.field, c.new);
+                }
+            }
+        }
+        for h in waits {
+            let _ = writeln!(out, "… Service/{} {}: {}", h.name, h.hold.reason(), h.hold.message(&h.name));
+        }
+        for h in errors {
+            let _ = writeln!(out, "! Service/{} {}: {}", h.name, h.hold.reason(), h.hold.message(&h.name));
+        }
+        if self.actions.is_empty() && self.held.is_empty() {
+            let _ = writeln!(out, "In sync: nothing to do.");
+        }
+        out
+    }
+
+    /// Machine-readable plan (`steward plan -o json`), secrets redacted.
+    pub fn to_json(&self) -> serde_json::Value {
+        let actions: Vec<serde_json::Value> = self
+            .actions
+            .iter()
+            .map(|a| match a {
+                Action::Create { service } => serde_json::json!({
+                    "action": "Create", "object": a.object(), "changes": describe_new(service),
+                }),
+                Action::Update { changes, reason, version, .. } => serde_json::json!({
+                    "action": "Update", "object": a.object(), "reason": reason.as_str(),
+                    "version": version, "changes": changes,
+                }),
+                Action::Remove { version, .. } => serde_json::json!({
+                    "action": "Remove", "object": a.object(), "reason": "Pruned", "version": version,
+                }),
+            })
+            .collect();
+        let held: Vec<serde_json::Value> = self
+            .held
+            .iter()
+            .map(|h| serde_json::json!({
+                "object": format!("Service/{}", h.name), "reason": h.hold.reason(),
+                "message": h.hold.message(&h.name), "error": h.hold.is_error(),
+            }))
+            .collect();
+        serde_json::json!({ "stack": self.stack, "inSync": self.actions.is_empty(), "actions": actions, "held": held })
+    }
+}

@@ -1,0 +1,288 @@
+//! One function per command. Exit codes are part of the CLI contract (see the README).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use steward_backends::swarm::Swarm;
+use steward_controller::{prepare, Controller, PrepareError, RunOptions};
+use steward_plan::status::{ConditionType, EventRecord, ResourceStatus};
+use steward_store::{EventFilter, Store};
+use time::OffsetDateTime;
+
+use crate::output::{emit, table, Format};
+use crate::{Cli, Command};
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Validate { ref paths, resolve } => Ok(validate(paths, resolve)),
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&steward_spec::json_schema())?);
+            Ok(0)
+        }
+        Command::Plan { ref paths, output } => runtime()?.block_on(plan(&cli, paths, output)),
+        Command::Apply { ref paths, timeout } => runtime()?.block_on(apply(&cli, paths, timeout)),
+        Command::Run { ref paths, resync } => runtime()?.block_on(run(&cli, paths, resync)),
+        Command::Status { output } => status(&cli, output),
+        Command::Events { since, follow, output } => events(&cli, since, follow, output),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn validate(paths: &[PathBuf], resolve: bool) -> u8 {
+    let checked = if resolve {
+        prepare(paths).map(|d| (d.stack, d.services.len()))
+    } else {
+        steward_spec::load_paths(paths)
+            .map(|d| (d.stack, d.services.len()))
+            .map_err(PrepareError::Invalid)
+    };
+    match checked {
+        Ok((stack, n)) => {
+            println!("valid: stack {stack}, {n} services");
+            0
+        }
+        Err(PrepareError::Invalid(errs)) => {
+            for e in &errs.0 {
+                println!("{e}");
+            }
+            eprintln!("{} error{}", errs.0.len(), if errs.0.len() == 1 { "" } else { "s" });
+            1
+        }
+    }
+}
+
+fn swarm(cli: &Cli) -> anyhow::Result<Swarm> {
+    Swarm::connect(&cli.docker_host).context("cannot set up the Docker client")
+}
+
+async fn plan(cli: &Cli, paths: &[PathBuf], output: Format) -> anyhow::Result<u8> {
+    let desired = match prepare(paths) {
+        Ok(d) => d,
+        Err(PrepareError::Invalid(errs)) => {
+            for e in &errs.0 {
+                println!("{e}");
+            }
+            return Ok(1);
+        }
+    };
+    let swarm = swarm(cli)?;
+    let names: Vec<&str> = desired.services.iter().map(|s| s.name.as_str()).collect();
+    let observed = swarm.observe(&desired.stack, &names).await;
+    let unknown = matches!(observed, steward_plan::Observed::Unknown { .. });
+    let p = steward_plan::plan(&desired, &observed);
+    emit(output, || p.display(), || p.to_json());
+    Ok(if unknown || p.errors().next().is_some() {
+        1
+    } else if !p.actions.is_empty() {
+        2
+    } else {
+        0
+    })
+}
+
+fn open_store(cli: &Cli) -> anyhow::Result<Arc<Store>> {
+    Ok(Arc::new(Store::open(&cli.state).with_context(|| format!("cannot open state {}", cli.state.display()))?))
+}
+
+async fn apply(cli: &Cli, paths: &[PathBuf], timeout: Duration) -> anyhow::Result<u8> {
+    if let Err(PrepareError::Invalid(errs)) = prepare(paths) {
+        for e in &errs.0 {
+            println!("{e}");
+        }
+        eprintln!("desired state refused: nothing applied");
+        return Ok(1);
+    }
+    let mut ctl = Controller::new(swarm(cli)?, open_store(cli)?, paths.to_vec());
+    let deadline = Instant::now() + timeout;
+    let mut first = true;
+    loop {
+        let outcome = ctl.pass().await;
+        if first {
+            if let Some(p) = &outcome.plan {
+                print!("{}", p.display());
+            }
+            first = false;
+        }
+        if outcome.converged {
+            println!("converged");
+            return Ok(0);
+        }
+        if !outcome.blocking.is_empty() {
+            for b in &outcome.blocking {
+                eprintln!("not converged: {b}");
+            }
+            return Ok(1);
+        }
+        if Instant::now() >= deadline {
+            let waiting: Vec<String> = outcome
+                .plan
+                .iter()
+                .flat_map(|p| p.held.iter())
+                .map(|h| format!("Service/{} {}: {}", h.name, h.hold.reason(), h.hold.message(&h.name)))
+                .chain(outcome.failed.iter().cloned())
+                .collect();
+            eprintln!(
+                "timed out after {} waiting for convergence{}{}",
+                humantime::format_duration(timeout),
+                if waiting.is_empty() { "" } else { ": " },
+                waiting.join("; ")
+            );
+            return Ok(1);
+        }
+        let wait = outcome.requeue_after.unwrap_or(Duration::from_millis(500)).max(Duration::from_millis(100));
+        tokio::time::sleep(wait.min(deadline.saturating_duration_since(Instant::now()))).await;
+    }
+}
+
+async fn run(cli: &Cli, paths: &[PathBuf], resync: Duration) -> anyhow::Result<u8> {
+    let store = open_store(cli)?;
+    let ctl = Controller::new(swarm(cli)?, store, paths.to_vec());
+    let state = cli.state.display();
+    eprintln!(
+        "steward: reconciling {} against {} (resync {}); status: `steward status --state {state}`, events: `steward events --follow --state {state}`",
+        paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "),
+        cli.docker_host,
+        humantime::format_duration(resync),
+    );
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+    };
+    steward_controller::run(
+        ctl,
+        RunOptions {
+            paths: paths.to_vec(),
+            resync,
+        },
+        shutdown,
+    )
+    .await;
+    Ok(0)
+}
+
+fn ago(t: OffsetDateTime) -> String {
+    let d = OffsetDateTime::now_utc() - t;
+    let s = d.whole_seconds().max(0);
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        _ => format!("{}h", s / 3600),
+    }
+}
+
+fn status(cli: &Cli, output: Format) -> anyhow::Result<u8> {
+    let store = open_store(cli)?;
+    let all = store.statuses()?;
+    emit(
+        output,
+        || {
+            let cond = |s: &ResourceStatus, t| s.condition(t).map_or("-".to_string(), |c| c.status.as_str().to_string());
+            let rows: Vec<Vec<String>> = all
+                .iter()
+                .map(|s| {
+                    let why = [ConditionType::Degraded, ConditionType::Progressing, ConditionType::Ready]
+                        .into_iter()
+                        .filter_map(|t| s.condition(t))
+                        .find(|c| {
+                            (c.type_ == ConditionType::Ready) || c.status != steward_plan::status::ConditionStatus::False
+                        })
+                        .map(|c| format!("{}: {}", c.reason, c.message))
+                        .unwrap_or_default();
+                    vec![
+                        format!("{}/{}", s.kind, s.name),
+                        cond(s, ConditionType::Ready),
+                        cond(s, ConditionType::Progressing),
+                        cond(s, ConditionType::Degraded),
+                        match (s.running_replicas, s.desired_replicas) {
+                            (Some(r), Some(d)) => format!("{r}/{d}"),
+                            (None, Some(d)) => format!("?/{d}"),
+                            _ => "-".into(),
+                        },
+                        s.image.clone().unwrap_or_else(|| "-".into()),
+                        s.observed_generation.to_string(),
+                        ago(s.last_reconcile),
+                        why,
+                    ]
+                })
+                .collect();
+            if rows.is_empty() {
+                return format!("no status recorded yet in {}\n", cli.state.display());
+            }
+            table(
+                &["RESOURCE", "READY", "PROGRESSING", "DEGRADED", "REPLICAS", "IMAGE", "GEN", "RECONCILED", "REASON"],
+                &rows,
+            )
+        },
+        || serde_json::json!({ "items": all }),
+    );
+    Ok(0)
+}
+
+fn event_rows(evs: &[EventRecord]) -> Vec<Vec<String>> {
+    evs.iter()
+        .map(|e| {
+            vec![
+                ago(e.last_seen),
+                e.type_.as_str().to_string(),
+                e.reason.clone(),
+                e.object.clone(),
+                e.count.to_string(),
+                e.message.clone(),
+            ]
+        })
+        .collect()
+}
+
+const EVENT_HEADER: [&str; 6] = ["LAST SEEN", "TYPE", "REASON", "OBJECT", "COUNT", "MESSAGE"];
+
+fn events(cli: &Cli, since: Option<Duration>, follow: bool, output: Format) -> anyhow::Result<u8> {
+    let store = open_store(cli)?;
+    let filter = EventFilter {
+        since: since.map(|d| OffsetDateTime::now_utc() - d),
+        ..Default::default()
+    };
+    let evs = store.events(&filter)?;
+    let print = |evs: &[EventRecord], header: bool| match output {
+        Format::Json => {
+            for e in evs {
+                println!("{}", serde_json::to_string(e).expect("json"));
+            }
+        }
+        _ => {
+            let t = table(&EVENT_HEADER, &event_rows(evs));
+            if header {
+                print!("{t}");
+            } else {
+                print!("{}", t.split_once('\n').map_or("", |x| x.1));
+            }
+        }
+    };
+    print(&evs, true);
+    if !follow {
+        return Ok(0);
+    }
+    use std::io::Write;
+    let mut seq = store.latest_event_seq()?;
+    loop {
+        std::io::stdout().flush().ok();
+        std::thread::sleep(Duration::from_millis(500));
+        let (changed, new_seq) = store.events_changed_since(seq)?;
+        seq = new_seq;
+        if !changed.is_empty() {
+            print(&changed, false);
+        }
+    }
+}
