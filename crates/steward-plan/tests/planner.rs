@@ -23,7 +23,12 @@ fn change(field: &str, old: &str, new: &str) -> FieldChange {
 
 /// The single Update of a plan that must contain exactly one action.
 fn sole_update(p: &Plan) -> (&str, u64, &str, &[FieldChange], UpdateReason) {
-    assert_eq!(p.actions.len(), 1, "expected exactly one action, got {:#?}", p.actions);
+    assert_eq!(
+        p.actions.len(),
+        1,
+        "expected exactly one action, got {:#?}",
+        p.actions
+    );
     match &p.actions[0] {
         Action::Update {
             id,
@@ -38,7 +43,10 @@ fn sole_update(p: &Plan) -> (&str, u64, &str, &[FieldChange], UpdateReason) {
 
 /// `(name, reason)` of every hold, in plan order.
 fn holds(p: &Plan) -> Vec<(&str, &'static str)> {
-    p.held.iter().map(|h| (h.name.as_str(), h.hold.reason())).collect()
+    p.held
+        .iter()
+        .map(|h| (h.name.as_str(), h.hold.reason()))
+        .collect()
 }
 
 fn status_of<'a>(statuses: &'a [ResourceStatus], name: &str) -> &'a ResourceStatus {
@@ -50,8 +58,16 @@ fn status_of<'a>(statuses: &'a [ResourceStatus], name: &str) -> &'a ResourceStat
 
 /// `(Ready, Progressing, Degraded)` statuses.
 fn rpd(s: &ResourceStatus) -> (ConditionStatus, ConditionStatus, ConditionStatus) {
-    let get = |t| s.condition(t).unwrap_or_else(|| panic!("{} has no {t:?} condition", s.name)).status;
-    (get(ConditionType::Ready), get(ConditionType::Progressing), get(ConditionType::Degraded))
+    let get = |t| {
+        s.condition(t)
+            .unwrap_or_else(|| panic!("{} has no {t:?} condition", s.name))
+            .status
+    };
+    (
+        get(ConditionType::Ready),
+        get(ConditionType::Progressing),
+        get(ConditionType::Degraded),
+    )
 }
 
 use ConditionStatus::{False as F, True as T, Unknown as U};
@@ -66,7 +82,11 @@ fn web() -> fixtures::DesiredBuilder {
 
 #[test]
 fn empty_swarm_creates_every_desired_service_once() {
-    let d = stack(vec![web().build(), desired("api").build(), desired("worker").build()]);
+    let d = stack(vec![
+        web().build(),
+        desired("api").build(),
+        desired("worker").build(),
+    ]);
     let p = plan(&d, &known(vec![]));
 
     let created: Vec<&str> = p
@@ -81,17 +101,28 @@ fn empty_swarm_creates_every_desired_service_once() {
     assert!(p.held.is_empty());
     assert_eq!(p.stack, STACK);
     // The created service is the desired one verbatim (the executor makes no choices).
-    assert!(p.actions.contains(&Action::Create { service: d.services[1].clone() }));
+    assert!(p.actions.contains(&Action::Create {
+        service: d.services[1].clone()
+    }));
 
     let shown = p.display();
-    assert!(shown.starts_with("Stack shop: 0 to remove, 0 to change, 3 to add, 0 waiting, 0 errors\n"), "{shown}");
-    assert!(shown.contains("+ Service/web\n    image: app:v1\n    replicas: 3\n    env.MODE: a\n"), "{shown}");
+    assert!(
+        shown.starts_with("Stack shop: 0 to remove, 0 to change, 3 to add, 0 waiting, 0 errors\n"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("+ Service/web\n    image: app:v1\n    replicas: 3\n    env.MODE: a\n"),
+        "{shown}"
+    );
 
     let statuses = assess(&d, &known(vec![]), &p, NOW);
     assert_eq!(statuses.len(), 3);
     for s in &statuses {
         assert_eq!(rpd(s), (F, T, F), "{}", s.name);
-        assert_eq!(s.condition(ConditionType::Progressing).unwrap().reason, "Creating");
+        assert_eq!(
+            s.condition(ConditionType::Progressing).unwrap().reason,
+            "Creating"
+        );
         assert_eq!(s.running_replicas, Some(0));
     }
 }
@@ -118,7 +149,10 @@ fn no_update_status_and_all_tasks_running_is_converged() {
     // A service that was created and never updated has no UpdateStatus in Swarm.
     let w = web().build();
     let d = stack(vec![w.clone()]);
-    let p = plan(&d, &known(vec![observed_from(&w).no_update_status().build()]));
+    let p = plan(
+        &d,
+        &known(vec![observed_from(&w).no_update_status().build()]),
+    );
     assert!(p.actions.is_empty() && p.held.is_empty(), "{p:#?}");
 }
 
@@ -145,7 +179,12 @@ fn desired_replicas_change_is_a_spec_change_carrying_the_observed_version() {
         Action::Update { service, .. } => assert_eq!(service, &after),
         _ => unreachable!(),
     }
-    assert!(p.display().contains("~ Service/web (SpecChanged)\n    replicas: 3 → 5\n"), "{}", p.display());
+    assert!(
+        p.display()
+            .contains("~ Service/web (SpecChanged)\n    replicas: 3 → 5\n"),
+        "{}",
+        p.display()
+    );
 
     let json = p.to_json();
     assert_eq!(json["actions"][0]["action"], "Update");
@@ -167,20 +206,40 @@ fn hand_scaled_service_is_drift_corrected_back_to_the_desired_replicas() {
     assert_eq!((id, version), ("id-web", 10));
     assert_eq!(reason, UpdateReason::DriftCorrected);
     assert_eq!(changes, [change("replicas", "5", "3")]);
-    assert!(p.display().contains("~ Service/web (DriftCorrected)\n    replicas: 5 → 3\n"), "{}", p.display());
+    assert!(
+        p.display()
+            .contains("~ Service/web (DriftCorrected)\n    replicas: 5 → 3\n"),
+        "{}",
+        p.display()
+    );
 
-    let statuses = assess(&d, &known(vec![observed_from(&w).replicas(5).build()]), &p, NOW);
+    let statuses = assess(
+        &d,
+        &known(vec![observed_from(&w).replicas(5).build()]),
+        &p,
+        NOW,
+    );
     let s = status_of(&statuses, "web");
     assert_eq!(rpd(s), (F, T, F));
-    assert_eq!(s.condition(ConditionType::Progressing).unwrap().reason, "DriftCorrected");
-    assert_eq!(s.condition(ConditionType::Progressing).unwrap().message, "updating replicas");
+    assert_eq!(
+        s.condition(ConditionType::Progressing).unwrap().reason,
+        "DriftCorrected"
+    );
+    assert_eq!(
+        s.condition(ConditionType::Progressing).unwrap().message,
+        "updating replicas"
+    );
 }
 
 #[test]
 fn hand_changed_image_and_env_are_drift_corrected() {
     let w = web().build();
     let d = stack(vec![w.clone()]);
-    let o = observed_from(&w).image("app:hotfix").env("MODE", "debug").env("EXTRA", "1").build();
+    let o = observed_from(&w)
+        .image("app:hotfix")
+        .env("MODE", "debug")
+        .env("EXTRA", "1")
+        .build();
     let p = plan(&d, &known(vec![o]));
     let (_, _, _, changes, reason) = sole_update(&p);
     assert_eq!(reason, UpdateReason::DriftCorrected);
@@ -198,7 +257,10 @@ fn hand_changed_image_and_env_are_drift_corrected() {
 fn image_change_is_shown_old_to_new() {
     let before = web().build();
     let after = web().image("app:v2").build();
-    let p = plan(&stack(vec![after]), &known(vec![observed_from(&before).build()]));
+    let p = plan(
+        &stack(vec![after]),
+        &known(vec![observed_from(&before).build()]),
+    );
     let (_, _, _, changes, reason) = sole_update(&p);
     assert_eq!(reason, UpdateReason::SpecChanged);
     assert_eq!(changes, [change("image", "app:v1", "app:v2")]);
@@ -209,7 +271,10 @@ fn image_change_is_shown_old_to_new() {
 fn env_changes_show_changed_added_and_removed_variables() {
     let before = web().env("OLD", "x").build();
     let after = web().env("MODE", "b").env("NEW", "y").build();
-    let p = plan(&stack(vec![after]), &known(vec![observed_from(&before).build()]));
+    let p = plan(
+        &stack(vec![after]),
+        &known(vec![observed_from(&before).build()]),
+    );
     let (_, _, _, changes, reason) = sole_update(&p);
     assert_eq!(reason, UpdateReason::SpecChanged);
     assert_eq!(
@@ -237,7 +302,10 @@ fn several_fields_change_at_once_in_a_stable_order() {
         .update_delay_ns(10_000_000_000)
         .update_order("start-first")
         .build();
-    let p = plan(&stack(vec![after]), &known(vec![observed_from(&before).build()]));
+    let p = plan(
+        &stack(vec![after]),
+        &known(vec![observed_from(&before).build()]),
+    );
     let (_, _, _, changes, _) = sole_update(&p);
     assert_eq!(
         changes,
@@ -261,11 +329,21 @@ fn stale_hash_label_alone_is_rewritten_as_a_spec_change() {
     // Same fields, different hash label (e.g. written by an older steward): only the labels
     // need rewriting, and the plan says so.
     let w = web().build();
-    let p = plan(&stack(vec![w.clone()]), &known(vec![observed_from(&w).hash(Some("0000000000000000")).build()]));
+    let p = plan(
+        &stack(vec![w.clone()]),
+        &known(vec![observed_from(&w)
+            .hash(Some("0000000000000000"))
+            .build()]),
+    );
     let (_, _, _, changes, reason) = sole_update(&p);
     assert_eq!(reason, UpdateReason::SpecChanged);
     assert!(changes.is_empty());
-    assert!(p.display().contains("~ Service/web (SpecChanged)\n    (ownership labels only)\n"), "{}", p.display());
+    assert!(
+        p.display()
+            .contains("~ Service/web (SpecChanged)\n    (ownership labels only)\n"),
+        "{}",
+        p.display()
+    );
 }
 
 #[test]
@@ -273,7 +351,10 @@ fn update_is_planned_even_while_tasks_are_not_all_running() {
     // A changed spec is written now; waiting is only for services that already match.
     let before = web().build();
     let after = web().image("app:v2").build();
-    let p = plan(&stack(vec![after]), &known(vec![observed_from(&before).running(1).build()]));
+    let p = plan(
+        &stack(vec![after]),
+        &known(vec![observed_from(&before).running(1).build()]),
+    );
     assert_eq!(sole_update(&p).4, UpdateReason::SpecChanged);
     assert!(p.held.is_empty());
 }
@@ -298,12 +379,27 @@ fn assert_no_secret(p: &Plan, secrets: &[&str]) {
 fn changed_secret_env_is_redacted_but_reported_as_changed() {
     let before = web().secret_env("DB_PASSWORD", OLD_SECRET).build();
     let after = web().secret_env("DB_PASSWORD", NEW_SECRET).build();
-    let p = plan(&stack(vec![after]), &known(vec![observed_from(&before).build()]));
+    let p = plan(
+        &stack(vec![after]),
+        &known(vec![observed_from(&before).build()]),
+    );
 
     let (_, _, _, changes, reason) = sole_update(&p);
     assert_eq!(reason, UpdateReason::SpecChanged);
-    assert_eq!(changes, [change("env.DB_PASSWORD", "<redacted>", "<redacted> (changed)")]);
-    assert!(p.display().contains("    env.DB_PASSWORD: <redacted> → <redacted> (changed)\n"), "{}", p.display());
+    assert_eq!(
+        changes,
+        [change(
+            "env.DB_PASSWORD",
+            "<redacted>",
+            "<redacted> (changed)"
+        )]
+    );
+    assert!(
+        p.display()
+            .contains("    env.DB_PASSWORD: <redacted> → <redacted> (changed)\n"),
+        "{}",
+        p.display()
+    );
     assert_no_secret(&p, &[OLD_SECRET, NEW_SECRET]);
 }
 
@@ -312,32 +408,63 @@ fn secret_env_is_redacted_when_created_added_removed_or_drifted() {
     // Created.
     let with_secret = web().secret_env("DB_PASSWORD", NEW_SECRET).build();
     let p = plan(&stack(vec![with_secret.clone()]), &known(vec![]));
-    assert!(p.display().contains("    env.DB_PASSWORD: <redacted>\n"), "{}", p.display());
+    assert!(
+        p.display().contains("    env.DB_PASSWORD: <redacted>\n"),
+        "{}",
+        p.display()
+    );
     assert_no_secret(&p, &[NEW_SECRET]);
 
     // Added to an existing service.
     let without = web().build();
-    let p = plan(&stack(vec![with_secret.clone()]), &known(vec![observed_from(&without).build()]));
-    assert_eq!(sole_update(&p).3, [change("env.DB_PASSWORD", "(none)", "<redacted>")]);
+    let p = plan(
+        &stack(vec![with_secret.clone()]),
+        &known(vec![observed_from(&without).build()]),
+    );
+    assert_eq!(
+        sole_update(&p).3,
+        [change("env.DB_PASSWORD", "(none)", "<redacted>")]
+    );
     assert_no_secret(&p, &[NEW_SECRET]);
 
     // Removed from the desired state: the observed side still marks it secret.
-    let p = plan(&stack(vec![without.clone()]), &known(vec![observed_from(&with_secret).build()]));
-    assert_eq!(sole_update(&p).3, [change("env.DB_PASSWORD", "<redacted>", "(none)")]);
+    let p = plan(
+        &stack(vec![without.clone()]),
+        &known(vec![observed_from(&with_secret).build()]),
+    );
+    assert_eq!(
+        sole_update(&p).3,
+        [change("env.DB_PASSWORD", "<redacted>", "(none)")]
+    );
     assert_no_secret(&p, &[NEW_SECRET]);
 
     // Changed by hand in Swarm.
-    let drifted = observed_from(&with_secret).env("DB_PASSWORD", OLD_SECRET).build();
-    let p = plan(&stack(vec![with_secret.clone()]), &known(vec![drifted.clone()]));
+    let drifted = observed_from(&with_secret)
+        .env("DB_PASSWORD", OLD_SECRET)
+        .build();
+    let p = plan(
+        &stack(vec![with_secret.clone()]),
+        &known(vec![drifted.clone()]),
+    );
     let (_, _, _, changes, reason) = sole_update(&p);
     assert_eq!(reason, UpdateReason::DriftCorrected);
-    assert_eq!(changes, [change("env.DB_PASSWORD", "<redacted>", "<redacted> (changed)")]);
+    assert_eq!(
+        changes,
+        [change(
+            "env.DB_PASSWORD",
+            "<redacted>",
+            "<redacted> (changed)"
+        )]
+    );
     assert_no_secret(&p, &[NEW_SECRET, OLD_SECRET]);
 
     // Nor in the status derived from that plan.
     let d = stack(vec![with_secret]);
     let statuses = serde_json::to_string(&assess(&d, &known(vec![drifted]), &p, NOW)).unwrap();
-    assert!(!statuses.contains(NEW_SECRET) && !statuses.contains(OLD_SECRET), "{statuses}");
+    assert!(
+        !statuses.contains(NEW_SECRET) && !statuses.contains(OLD_SECRET),
+        "{statuses}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -348,7 +475,9 @@ fn secret_env_is_redacted_when_created_added_removed_or_drifted() {
 fn unowned_service_of_the_same_name_is_a_conflict_and_left_untouched() {
     let w = web().build();
     let d = stack(vec![w.clone()]);
-    let o = known(vec![observed_from(&web().image("nginx:1").build()).owner(Owner::Nobody).build()]);
+    let o = known(vec![observed_from(&web().image("nginx:1").build())
+        .owner(Owner::Nobody)
+        .build()]);
     let p = plan(&d, &o);
 
     assert!(p.actions.is_empty(), "{:#?}", p.actions);
@@ -367,7 +496,10 @@ fn unowned_service_of_the_same_name_is_a_conflict_and_left_untouched() {
 
     let s = &assess(&d, &o, &p, NOW)[0];
     assert_eq!(rpd(s), (F, F, T));
-    assert_eq!(s.condition(ConditionType::Degraded).unwrap().reason, "ConflictUnowned");
+    assert_eq!(
+        s.condition(ConditionType::Degraded).unwrap().reason,
+        "ConflictUnowned"
+    );
     // Not ours: its tasks and image are not reported as ours.
     assert_eq!(s.image, None);
 }
@@ -375,7 +507,10 @@ fn unowned_service_of_the_same_name_is_a_conflict_and_left_untouched() {
 #[test]
 fn adopt_takes_over_an_unowned_service() {
     let w = web().adopt().build();
-    let o = observed_from(&web().image("app:v0").build()).owner(Owner::Nobody).version(7).build();
+    let o = observed_from(&web().image("app:v0").build())
+        .owner(Owner::Nobody)
+        .version(7)
+        .build();
     let p = plan(&stack(vec![w.clone()]), &known(vec![o]));
 
     let (id, version, name, changes, reason) = sole_update(&p);
@@ -393,18 +528,27 @@ fn adopt_takes_over_an_unowned_service() {
     assert!(changes.is_empty());
 
     // Once adopted it is ours, and the next pass is quiet.
-    assert!(plan(&stack(vec![w.clone()]), &applied(&stack(vec![w]))).actions.is_empty());
+    assert!(plan(&stack(vec![w.clone()]), &applied(&stack(vec![w])))
+        .actions
+        .is_empty());
 }
 
 #[test]
 fn service_of_another_stack_is_a_conflict_even_with_adopt() {
     for w in [web().build(), web().adopt().build()] {
         let d = stack(vec![w.clone()]);
-        let o = known(vec![observed_from(&w).owner(Owner::OtherStack("billing".into())).build()]);
+        let o = known(vec![observed_from(&w)
+            .owner(Owner::OtherStack("billing".into()))
+            .build()]);
         let p = plan(&d, &o);
         assert!(p.actions.is_empty(), "{:#?}", p.actions);
         assert_eq!(p.held.len(), 1);
-        assert_eq!(p.held[0].hold, Hold::ConflictOtherStack { stack: "billing".into() });
+        assert_eq!(
+            p.held[0].hold,
+            Hold::ConflictOtherStack {
+                stack: "billing".into()
+            }
+        );
         assert!(p.held[0].hold.is_error());
         assert!(
             p.display().contains("! Service/web ConflictOtherStack: service web is owned by steward stack \"billing\"; left untouched\n"),
@@ -418,7 +562,10 @@ fn service_of_another_stack_is_a_conflict_even_with_adopt() {
 #[test]
 fn non_replicated_service_of_the_same_name_is_a_conflict() {
     let w = web().build();
-    let p = plan(&stack(vec![w.clone()]), &known(vec![observed_from(&w).not_replicated().build()]));
+    let p = plan(
+        &stack(vec![w.clone()]),
+        &known(vec![observed_from(&w).not_replicated().build()]),
+    );
     assert!(p.actions.is_empty());
     assert_eq!(holds(&p), [("web", "ConflictNotReplicated")]);
     assert!(p.held[0].hold.is_error());
@@ -434,9 +581,15 @@ fn leftover_world() -> (Vec<steward_plan::DesiredService>, Observed) {
     let kept = web().build();
     let observed = known(vec![
         observed_from(&kept).build(),
-        observed_from(&desired("old-cron").build()).version(3).build(),
-        observed_from(&desired("billing-api").build()).owner(Owner::OtherStack("billing".into())).build(),
-        observed_from(&desired("hand-made").build()).owner(Owner::Nobody).build(),
+        observed_from(&desired("old-cron").build())
+            .version(3)
+            .build(),
+        observed_from(&desired("billing-api").build())
+            .owner(Owner::OtherStack("billing".into()))
+            .build(),
+        observed_from(&desired("hand-made").build())
+            .owner(Owner::Nobody)
+            .build(),
     ]);
     (vec![kept], observed)
 }
@@ -449,7 +602,10 @@ fn owned_service_no_longer_desired_is_held_as_orphan_when_prune_is_off() {
 
     assert!(p.actions.is_empty(), "{:#?}", p.actions);
     assert_eq!(holds(&p), [("old-cron", "Orphaned")]);
-    assert!(!p.held[0].hold.is_error(), "an orphan is a wait, not an error");
+    assert!(
+        !p.held[0].hold.is_error(),
+        "an orphan is a wait, not an error"
+    );
     assert!(
         p.display().contains(
             "… Service/old-cron Orphaned: service old-cron is owned by this stack but no longer desired; left running (prune is off)\n"
@@ -462,7 +618,9 @@ fn owned_service_no_longer_desired_is_held_as_orphan_when_prune_is_off() {
     let statuses = assess(&d, &observed, &p, NOW);
     assert_eq!(rpd(status_of(&statuses, "old-cron")), (F, F, T));
     assert_eq!(rpd(status_of(&statuses, "web")), (T, F, F));
-    assert!(statuses.iter().all(|s| s.name != "billing-api" && s.name != "hand-made"));
+    assert!(statuses
+        .iter()
+        .all(|s| s.name != "billing-api" && s.name != "hand-made"));
 }
 
 #[test]
@@ -480,15 +638,21 @@ fn owned_service_no_longer_desired_is_removed_when_prune_is_on_and_nothing_else_
         }]
     );
     assert!(p.held.is_empty(), "{:#?}", p.held);
-    assert!(p.display().contains("- Service/old-cron (pruned: no longer in the desired state)\n"));
+    assert!(p
+        .display()
+        .contains("- Service/old-cron (pruned: no longer in the desired state)\n"));
     assert_eq!(p.to_json()["actions"][0]["reason"], "Pruned");
 }
 
 #[test]
 fn prune_never_removes_other_stacks_or_unowned_services_even_with_nothing_desired() {
     let observed = known(vec![
-        observed_from(&desired("billing-api").build()).owner(Owner::OtherStack("billing".into())).build(),
-        observed_from(&desired("hand-made").build()).owner(Owner::Nobody).build(),
+        observed_from(&desired("billing-api").build())
+            .owner(Owner::OtherStack("billing".into()))
+            .build(),
+        observed_from(&desired("hand-made").build())
+            .owner(Owner::Nobody)
+            .build(),
     ]);
     let p = plan(&stack_with(STACK, true, 1, vec![]), &observed);
     assert!(p.actions.is_empty(), "{:#?}", p.actions);
@@ -510,7 +674,10 @@ fn unknown_backend_plans_nothing_and_holds_every_service() {
 
         // Never create, remove or scale because a read failed.
         assert!(p.actions.is_empty(), "{:#?}", p.actions);
-        assert_eq!(holds(&p), [("api", "BackendUnavailable"), ("web", "BackendUnavailable")]);
+        assert_eq!(
+            holds(&p),
+            [("api", "BackendUnavailable"), ("web", "BackendUnavailable")]
+        );
         for h in &p.held {
             assert_eq!(
                 h.hold,
@@ -521,7 +688,9 @@ fn unknown_backend_plans_nothing_and_holds_every_service() {
             assert!(h.hold.is_error());
         }
         assert!(
-            p.display().contains("! Service/web BackendUnavailable: Swarm could not be read: connection refused\n"),
+            p.display().contains(
+                "! Service/web BackendUnavailable: Swarm could not be read: connection refused\n"
+            ),
             "{}",
             p.display()
         );
@@ -535,7 +704,10 @@ fn unknown_backend_plans_nothing_and_holds_every_service() {
                 assert_eq!(c.reason, "BackendUnavailable");
                 assert_eq!(c.observed_generation, 4);
             }
-            assert_eq!(s.running_replicas, None, "running tasks are unknown, not zero");
+            assert_eq!(
+                s.running_replicas, None,
+                "running tasks are unknown, not zero"
+            );
             assert_eq!(s.image, None);
         }
     }
@@ -552,7 +724,11 @@ fn fewer_tasks_running_than_desired_is_awaiting_convergence() {
     let o = known(vec![observed_from(&w).running(1).build()]);
     let p = plan(&d, &o);
 
-    assert!(p.actions.is_empty(), "waiting must not write: {:#?}", p.actions);
+    assert!(
+        p.actions.is_empty(),
+        "waiting must not write: {:#?}",
+        p.actions
+    );
     assert_eq!(
         p.held[0].hold,
         Hold::AwaitingConvergence {
@@ -561,12 +737,24 @@ fn fewer_tasks_running_than_desired_is_awaiting_convergence() {
         }
     );
     assert!(!p.held[0].hold.is_error());
-    assert!(p.display().contains("1 waiting, 0 errors\n… Service/web AwaitingConvergence: 1/3 tasks running\n"), "{}", p.display());
+    assert!(
+        p.display().contains(
+            "1 waiting, 0 errors\n… Service/web AwaitingConvergence: 1/3 tasks running\n"
+        ),
+        "{}",
+        p.display()
+    );
 
     let s = &assess(&d, &o, &p, NOW)[0];
     assert_eq!(rpd(s), (F, T, F));
-    assert_eq!(s.condition(ConditionType::Ready).unwrap().reason, "AwaitingConvergence");
-    assert_eq!(s.condition(ConditionType::Degraded).unwrap().reason, "AsExpected");
+    assert_eq!(
+        s.condition(ConditionType::Ready).unwrap().reason,
+        "AwaitingConvergence"
+    );
+    assert_eq!(
+        s.condition(ConditionType::Degraded).unwrap().reason,
+        "AsExpected"
+    );
     assert_eq!(s.running_replicas, Some(1));
     assert_eq!(s.desired_replicas, Some(3));
 }
@@ -574,7 +762,9 @@ fn fewer_tasks_running_than_desired_is_awaiting_convergence() {
 #[test]
 fn rollout_in_progress_is_awaiting_convergence_even_with_all_tasks_counted() {
     let w = web().build();
-    let o = observed_from(&w).update_state(UpdateState::Updating, "update in progress").build();
+    let o = observed_from(&w)
+        .update_state(UpdateState::Updating, "update in progress")
+        .build();
     let p = plan(&stack(vec![w]), &known(vec![o]));
     assert!(p.actions.is_empty());
     assert_eq!(holds(&p), [("web", "AwaitingConvergence")]);
@@ -586,7 +776,10 @@ fn paused_update_is_an_error_and_degraded() {
     let d = stack(vec![w.clone()]);
     let o = known(vec![observed_from(&w)
         .running(2)
-        .update_state(UpdateState::Paused, "update paused due to failure or early termination of task x")
+        .update_state(
+            UpdateState::Paused,
+            "update paused due to failure or early termination of task x",
+        )
         .build()]);
     let p = plan(&d, &o);
 
@@ -605,7 +798,11 @@ fn paused_update_is_an_error_and_degraded() {
     assert_eq!(rpd(s), (F, F, T));
     let degraded = s.condition(ConditionType::Degraded).unwrap();
     assert_eq!(degraded.reason, "UpdatePaused");
-    assert!(degraded.message.contains("early termination"), "{}", degraded.message);
+    assert!(
+        degraded.message.contains("early termination"),
+        "{}",
+        degraded.message
+    );
 }
 
 #[test]
@@ -616,7 +813,12 @@ fn rollback_states_have_their_own_reasons() {
         (UpdateState::RollbackCompleted, "RolledBack"),
         (UpdateState::RollbackPaused, "RollbackPaused"),
     ] {
-        let p = plan(&stack(vec![w.clone()]), &known(vec![observed_from(&w).update_state(state, "rollback").build()]));
+        let p = plan(
+            &stack(vec![w.clone()]),
+            &known(vec![observed_from(&w)
+                .update_state(state, "rollback")
+                .build()]),
+        );
         assert!(p.actions.is_empty());
         assert_eq!(holds(&p), [("web", reason)], "{state:?}");
         assert!(p.held[0].hold.is_error());
@@ -641,9 +843,18 @@ fn converged_assessment_is_ready_and_tracks_the_generation() {
         assert_eq!(c.observed_generation, 17);
         assert_eq!(c.last_transition_time, NOW);
     }
-    assert_eq!(s.condition(ConditionType::Ready).unwrap().reason, "Converged");
-    assert_eq!(s.condition(ConditionType::Ready).unwrap().message, "3/3 tasks running app:v1");
-    assert_eq!(s.condition(ConditionType::Degraded).unwrap().reason, "AsExpected");
+    assert_eq!(
+        s.condition(ConditionType::Ready).unwrap().reason,
+        "Converged"
+    );
+    assert_eq!(
+        s.condition(ConditionType::Ready).unwrap().message,
+        "3/3 tasks running app:v1"
+    );
+    assert_eq!(
+        s.condition(ConditionType::Degraded).unwrap().reason,
+        "AsExpected"
+    );
     assert_eq!(s.observed_generation, 17);
     assert_eq!(s.last_reconcile, NOW);
     assert_eq!((s.desired_replicas, s.running_replicas), (Some(3), Some(3)));
@@ -659,7 +870,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         self.0 >> 33
     }
     fn below(&mut self, n: u64) -> u64 {
@@ -675,7 +889,11 @@ impl Lcg {
 
 fn random_service(rng: &mut Lcg, name: String) -> steward_plan::DesiredService {
     let mut b = desired(&name)
-        .image(&format!("{}:{}", rng.pick(&["app", "nginx", "registry.example/team/api"]), rng.below(50)))
+        .image(&format!(
+            "{}:{}",
+            rng.pick(&["app", "nginx", "registry.example/team/api"]),
+            rng.below(50)
+        ))
         .replicas(rng.below(21));
     if rng.chance(30) {
         b = b.command(&["/bin/sh", "-c"]);
@@ -685,7 +903,10 @@ fn random_service(rng: &mut Lcg, name: String) -> steward_plan::DesiredService {
     }
     for i in 0..rng.below(5) {
         b = if rng.chance(30) {
-            b.secret_env(&format!("SECRET_{i}"), &format!("hunter{}-secret", rng.below(1000)))
+            b.secret_env(
+                &format!("SECRET_{i}"),
+                &format!("hunter{}-secret", rng.below(1000)),
+            )
         } else {
             b.env(&format!("VAR_{i}"), &format!("v{}", rng.below(1000)))
         };
@@ -721,7 +942,9 @@ fn random_service(rng: &mut Lcg, name: String) -> steward_plan::DesiredService {
 
 fn random_desired(rng: &mut Lcg) -> Desired {
     let n = rng.below(13);
-    let services = (0..n).map(|i| random_service(rng, format!("svc-{i:02}"))).collect();
+    let services = (0..n)
+        .map(|i| random_service(rng, format!("svc-{i:02}")))
+        .collect();
     stack_with(STACK, rng.chance(50), rng.below(1000) + 1, services)
 }
 
@@ -736,18 +959,31 @@ fn planning_against_the_applied_state_is_idempotent_for_random_desired_states() 
         // From nothing: one Create per service.
         let fresh = plan(&d, &known(vec![]));
         assert_eq!(fresh.actions.len(), d.services.len(), "case {case}");
-        assert!(fresh.actions.iter().all(|a| matches!(a, Action::Create { .. })), "case {case}");
+        assert!(
+            fresh
+                .actions
+                .iter()
+                .all(|a| matches!(a, Action::Create { .. })),
+            "case {case}"
+        );
 
         // As if applied: nothing to do, nothing held, every status Ready.
         let observed = applied(&d);
         let p = plan(&d, &observed);
-        assert!(p.actions.is_empty(), "case {case}: {:#?}\n{d:#?}", p.actions);
+        assert!(
+            p.actions.is_empty(),
+            "case {case}: {:#?}\n{d:#?}",
+            p.actions
+        );
         assert!(p.held.is_empty(), "case {case}: {:#?}", p.held);
         for s in assess(&d, &observed, &p, NOW) {
             assert_eq!(rpd(&s), (T, F, F), "case {case}: {}", s.name);
         }
     }
-    assert!(total_services > 800, "generator too sparse: {total_services} services");
+    assert!(
+        total_services > 800,
+        "generator too sparse: {total_services} services"
+    );
 }
 
 #[test]
@@ -786,7 +1022,11 @@ fn a_single_hand_change_yields_one_drift_correction_which_then_converges() {
         assert_eq!(changes.len(), 1, "case {case}: {changes:#?}");
         assert!(p.held.is_empty(), "case {case}: {:#?}", p.held);
         let victim_env = &d.services[victim].state.env;
-        let secrets: Vec<&str> = victim_env.iter().filter(|(k, _)| k.starts_with("SECRET_")).map(|(_, v)| v.as_str()).collect();
+        let secrets: Vec<&str> = victim_env
+            .iter()
+            .filter(|(k, _)| k.starts_with("SECRET_"))
+            .map(|(_, v)| v.as_str())
+            .collect();
         assert_no_secret(&p, &secrets);
 
         // Once the executor wrote the desired service, the next pass is quiet.
@@ -807,7 +1047,9 @@ fn a_single_hand_change_yields_one_drift_correction_which_then_converges() {
 #[ignore = "planner bug: sub-millisecond duration differences are invisible to diff()"]
 fn sub_millisecond_duration_drift_is_corrected() {
     let w = web().update_delay_ns(1_500_000).build(); // `delay: 1500us`
-    let o = observed_from(&w).with_state(|s| s.update.delay_ns = 1_000_000).build(); // set to 1ms by hand
+    let o = observed_from(&w)
+        .with_state(|s| s.update.delay_ns = 1_000_000)
+        .build(); // set to 1ms by hand
     let p = plan(&stack(vec![w]), &known(vec![o]));
     let (_, _, _, changes, reason) = sole_update(&p);
     assert_eq!(reason, UpdateReason::DriftCorrected);
@@ -822,11 +1064,18 @@ fn sub_millisecond_durations_are_rendered() {
     let before = web().update_delay_ns(1_000_000).build();
     for ns in [100_000, 1_500_000] {
         let after = web().update_delay_ns(ns).build();
-        let p = plan(&stack(vec![after]), &known(vec![observed_from(&before).build()]));
+        let p = plan(
+            &stack(vec![after]),
+            &known(vec![observed_from(&before).build()]),
+        );
         let (_, _, _, changes, _) = sole_update(&p);
         assert_eq!(changes.len(), 1, "{ns} ns: {}", p.display());
         assert_eq!(changes[0].field, "update.delay");
-        assert!(!changes[0].new.is_empty() && changes[0].new != "1ms", "{ns} ns rendered as {:?}", changes[0].new);
+        assert!(
+            !changes[0].new.is_empty() && changes[0].new != "1ms",
+            "{ns} ns rendered as {:?}",
+            changes[0].new
+        );
     }
 }
 
@@ -861,6 +1110,9 @@ fn labels_only_update_has_a_readable_status_message() {
     let d = stack(vec![w]);
     let p = plan(&d, &o);
     let statuses = assess(&d, &o, &p, NOW);
-    let msg = &statuses[0].condition(ConditionType::Progressing).unwrap().message;
+    let msg = &statuses[0]
+        .condition(ConditionType::Progressing)
+        .unwrap()
+        .message;
     assert!(!msg.trim().eq("updating") && !msg.ends_with(' '), "{msg:?}");
 }

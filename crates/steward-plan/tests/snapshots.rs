@@ -49,28 +49,62 @@ fn mixed(prune: bool) -> (Desired, Observed) {
         .env("API_URL", "http://api:8080")
         .secret_env("SESSION_KEY", "hunter2")
         .build();
-    let admin = desired("admin").image("registry.example/shop/admin:0.9").build();
+    let admin = desired("admin")
+        .image("registry.example/shop/admin:0.9")
+        .build();
     let queue = desired("queue").image("rabbitmq:3.13").replicas(3).build();
     let static_ = desired("static").image("nginx:1.27").build();
 
     let observed = known(vec![
-        observed_from(&desired("admin").image("adminer:4").build()).owner(Owner::Nobody).id("x1y2z3").build(),
+        observed_from(&desired("admin").image("adminer:4").build())
+            .owner(Owner::Nobody)
+            .id("x1y2z3")
+            .build(),
         observed_from(&api_before).version(118).build(),
         observed_from(&cache).replicas(6).version(57).build(),
-        observed_from(&desired("old-cron").image("registry.example/shop/cron:1.0").build()).version(31).build(),
-        observed_from(&queue).running(1).update_state(UpdateState::Updating, "update in progress").build(),
+        observed_from(
+            &desired("old-cron")
+                .image("registry.example/shop/cron:1.0")
+                .build(),
+        )
+        .version(31)
+        .build(),
+        observed_from(&queue)
+            .running(1)
+            .update_state(UpdateState::Updating, "update in progress")
+            .build(),
         observed_from(&static_).build(),
     ]);
-    let d = stack_with(STACK, prune, 12, vec![admin, api_after, cache, frontend, queue, static_]);
+    let d = stack_with(
+        STACK,
+        prune,
+        12,
+        vec![admin, api_after, cache, frontend, queue, static_],
+    );
     (d, observed)
 }
 
 fn assert_errors_last(p: &Plan) {
     let shown = p.display();
-    let markers: Vec<char> = shown.lines().skip(1).filter_map(|l| l.chars().next()).filter(|c| *c != ' ').collect();
-    let first_error = markers.iter().position(|c| *c == '!').expect("an error line");
-    assert!(markers[first_error..].iter().all(|c| *c == '!'), "errors are not last:\n{shown}");
-    assert!(!shown.contains("correct-horse") && !shown.contains("tr0ub4dor") && !shown.contains("hunter2"));
+    let markers: Vec<char> = shown
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.chars().next())
+        .filter(|c| *c != ' ')
+        .collect();
+    let first_error = markers
+        .iter()
+        .position(|c| *c == '!')
+        .expect("an error line");
+    assert!(
+        markers[first_error..].iter().all(|c| *c == '!'),
+        "errors are not last:\n{shown}"
+    );
+    assert!(
+        !shown.contains("correct-horse")
+            && !shown.contains("tr0ub4dor")
+            && !shown.contains("hunter2")
+    );
 }
 
 #[test]
@@ -92,7 +126,10 @@ fn mixed_plan_without_prune() {
 #[test]
 fn in_sync_plan() {
     let d = stack(vec![
-        desired("api").image("registry.example/shop/api:1.5.0").replicas(4).build(),
+        desired("api")
+            .image("registry.example/shop/api:1.5.0")
+            .replicas(4)
+            .build(),
         desired("cache").image("redis:7.2").replicas(2).build(),
     ]);
     let p = plan(&d, &applied(&d));
@@ -115,6 +152,8 @@ fn swarm_unreadable_plan() {
 fn json_plan() {
     let (d, o) = mixed(true);
     let json = serde_json::to_string_pretty(&plan(&d, &o).to_json()).unwrap();
-    assert!(!json.contains("correct-horse") && !json.contains("tr0ub4dor") && !json.contains("hunter2"));
+    assert!(
+        !json.contains("correct-horse") && !json.contains("tr0ub4dor") && !json.contains("hunter2")
+    );
     insta::assert_snapshot!("json_plan", json);
 }

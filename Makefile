@@ -1,0 +1,52 @@
+# steward — the two commands of the quick start are `make demo` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+STATE ?= .steward/demo.db
+
+.PHONY: demo demo-images swarm build test test-unit schema bench fmt lint clean-demo
+
+## Run the controller on the local demo stack (sets up what is missing first).
+demo: swarm demo-images build
+	@echo "steward: demo stack in manifests/demo, state in $(STATE)"
+	@echo "steward: in another terminal: ./target/debug/steward --state $(STATE) status   (or: events --follow)"
+	./target/debug/steward --state $(STATE) run manifests/demo
+
+## Initialize a single-node swarm if the engine is not in swarm mode.
+swarm:
+	@scripts/ensure-swarm.sh
+
+## Build the demo images taxcollector-demo:{v1,v2,broken,unhealthy} locally (no registry).
+demo-images:
+	@scripts/demo-images.sh
+
+build:
+	$(CARGO) build -p steward
+
+## Everything the tests need, then every test. STEWARD_REQUIRE_SERVICES=1 turns a skipped
+## service-backed test into a failure (CI sets it).
+test: swarm demo-images build
+	$(CARGO) test --workspace --no-fail-fast
+
+## Fast tests only (no Docker needed).
+test-unit:
+	$(CARGO) test -p steward-spec -p steward-plan -p steward-store -p steward-controller -p demo-app
+
+## Regenerate the committed JSON Schema (a test fails when it is stale).
+schema:
+	$(CARGO) run -q -p steward -- schema > manifests/schema/steward.schema.json
+
+## Benchmarks; results are recorded in docs/BENCHMARKS.md.
+bench: swarm demo-images
+	$(CARGO) bench -p steward-plan --bench plan
+	scripts/bench-swarm.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Remove the demo stack's services (only those steward owns for stack "demo").
+clean-demo:
+	docker service ls -q --filter label=steward.io/stack=demo | xargs -r docker service rm
