@@ -53,7 +53,8 @@ pub fn assess(desired: &Desired, observed: &Observed, plan: &Plan, now: OffsetDa
             (Some(Action::Create { .. }), _) => v(S::False, S::True, S::False, "Creating", format!("creating service {name}")),
             (Some(Action::Update { reason, changes, .. }), _) => {
                 let fields: Vec<&str> = changes.iter().map(|c| c.field.as_str()).collect();
-                v(S::False, S::True, S::False, reason.as_str(), format!("updating {}", fields.join(", ")))
+                let what = if fields.is_empty() { "ownership labels".to_string() } else { fields.join(", ") };
+                v(S::False, S::True, S::False, reason.as_str(), format!("updating {what}"))
             }
             (Some(Action::Remove { .. }), _) => v(S::False, S::True, S::False, "Pruning", format!("removing service {name}")),
             (None, Some(h)) => hold_verdict(&h.hold, name),

@@ -49,8 +49,9 @@ pub struct PolicyState {
     pub order: String,
 }
 
-/// Every field steward manages on a Swarm service, normalized.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// Every field steward manages on a Swarm service, normalized. `Debug` prints env names only:
+/// values may be secrets and must never reach a log.
+#[derive(Clone, PartialEq, Serialize)]
 pub struct ServiceState {
     pub image: String,
     pub replicas: u64,
@@ -65,6 +66,24 @@ pub struct ServiceState {
     pub reservations: Amounts,
     pub update: PolicyState,
     pub rollback: PolicyState,
+}
+
+impl std::fmt::Debug for ServiceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceState")
+            .field("image", &self.image)
+            .field("replicas", &self.replicas)
+            .field("command", &self.command)
+            .field("args", &self.args)
+            .field("env (values redacted)", &self.env.keys().collect::<Vec<_>>())
+            .field("labels", &self.labels)
+            .field("ports", &self.ports)
+            .field("limits", &self.limits)
+            .field("reservations", &self.reservations)
+            .field("update", &self.update)
+            .field("rollback", &self.rollback)
+            .finish()
+    }
 }
 
 pub fn round_ratio(r: f64) -> f64 {
@@ -152,7 +171,7 @@ impl DesiredService {
     }
 
     pub fn new(name: String, state: ServiceState, secret_env: BTreeSet<String>, adopt: bool) -> Self {
-        let spec_hash = state_hash(&state);
+        let spec_hash = state_hash(&state, &secret_env);
         Self {
             name,
             state,
@@ -176,9 +195,10 @@ impl DesiredService {
     }
 }
 
-/// Short content hash of a state (first 16 hex digits of SHA-256 over its JSON).
-pub fn state_hash(state: &ServiceState) -> String {
-    let json = serde_json::to_vec(state).expect("state serializes");
+/// Short content hash of what is written: the state and which env values are secret (the
+/// `steward.io/secret-env` label). First 16 hex digits of SHA-256 over their JSON.
+pub fn state_hash(state: &ServiceState, secret_env: &BTreeSet<String>) -> String {
+    let json = serde_json::to_vec(&(state, secret_env)).expect("state serializes");
     hex::encode(&Sha256::digest(&json)[..8])
 }
 
@@ -246,4 +266,43 @@ pub enum Observed {
     Unknown { reason: String },
     /// Services owned by the stack, plus any service whose name the desired state uses.
     Known { services: Vec<ObservedService> },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_env_values() {
+        let state = ServiceState {
+            image: "app:v1".into(),
+            replicas: 1,
+            command: vec![],
+            args: vec![],
+            env: [("DB_PASSWORD".to_string(), "hunter2".to_string())].into(),
+            labels: BTreeMap::new(),
+            ports: vec![],
+            limits: Amounts::default(),
+            reservations: Amounts::default(),
+            update: PolicyState {
+                parallelism: 1,
+                delay_ns: 0,
+                failure_action: "pause".into(),
+                monitor_ns: 0,
+                max_failure_ratio: 0.0,
+                order: "stop-first".into(),
+            },
+            rollback: PolicyState {
+                parallelism: 1,
+                delay_ns: 0,
+                failure_action: "pause".into(),
+                monitor_ns: 0,
+                max_failure_ratio: 0.0,
+                order: "stop-first".into(),
+            },
+        };
+        let d = DesiredService::new("web".into(), state, ["DB_PASSWORD".to_string()].into(), false);
+        let text = format!("{d:?} {:?}", crate::Action::Create { service: d.clone() });
+        assert!(text.contains("DB_PASSWORD") && !text.contains("hunter2"), "{text}");
+    }
 }

@@ -295,11 +295,16 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
     v.as_ref().map_or_else(|| NONE.to_string(), ToString::to_string)
 }
 
-/// Field-by-field differences from `old` to `new`, secrets redacted.
+/// Field-by-field differences from `old` to `new`, secrets redacted. Whether a field differs
+/// is decided on the raw values; rendering is for display only.
 pub fn diff(old: &ServiceState, new: &ServiceState, secret_new: &BTreeSet<String>, secret_old: &BTreeSet<String>) -> Vec<FieldChange> {
     let mut out = Vec::new();
-    let mut push = |field: &str, o: String, n: String| {
-        if o != n {
+    if old == new {
+        return out;
+    }
+    let mut push = |differs: bool, field: &str, render: &dyn Fn() -> (String, String)| {
+        if differs {
+            let (o, n) = render();
             out.push(FieldChange {
                 field: field.to_string(),
                 old: o,
@@ -307,49 +312,66 @@ pub fn diff(old: &ServiceState, new: &ServiceState, secret_new: &BTreeSet<String
             });
         }
     };
-    push("image", old.image.clone(), new.image.clone());
-    push("replicas", old.replicas.to_string(), new.replicas.to_string());
-    push("command", json(&old.command), json(&new.command));
-    push("args", json(&old.args), json(&new.args));
+    push(old.image != new.image, "image", &|| (old.image.clone(), new.image.clone()));
+    push(old.replicas != new.replicas, "replicas", &|| (old.replicas.to_string(), new.replicas.to_string()));
+    push(old.command != new.command, "command", &|| (json(&old.command), json(&new.command)));
+    push(old.args != new.args, "args", &|| (json(&old.args), json(&new.args)));
     let keys: BTreeSet<&String> = old.env.keys().chain(new.env.keys()).collect();
     for k in keys {
         let (o, n) = (old.env.get(k), new.env.get(k));
-        if o == n {
-            continue;
-        }
         let secret = secret_new.contains(k) || secret_old.contains(k);
         let show = |v: Option<&String>| match v {
             None => NONE.to_string(),
             Some(_) if secret => REDACTED.to_string(),
             Some(v) => v.clone(),
         };
-        let (so, sn) = (show(o), show(n));
-        // Two different secrets render the same; say that it changed.
-        let sn = if so == sn { format!("{sn} (changed)") } else { sn };
-        push(&format!("env.{k}"), so, sn);
+        push(o != n, &format!("env.{k}"), &|| {
+            let (so, sn) = (show(o), show(n));
+            // Two different secrets render the same; say that it changed.
+            let sn = if so == sn { format!("{sn} (changed)") } else { sn };
+            (so, sn)
+        });
     }
     let keys: BTreeSet<&String> = old.labels.keys().chain(new.labels.keys()).collect();
     for k in keys {
-        push(
-            &format!("labels.{k}"),
-            opt(&old.labels.get(k)),
-            opt(&new.labels.get(k)),
-        );
+        let (o, n) = (old.labels.get(k), new.labels.get(k));
+        push(o != n, &format!("labels.{k}"), &|| (opt(&o), opt(&n)));
     }
-    push("ports", render_ports(&old.ports), render_ports(&new.ports));
+    push(old.ports != new.ports, "ports", &|| (render_ports(&old.ports), render_ports(&new.ports)));
     for (name, o, n) in [("limits", &old.limits, &new.limits), ("reservations", &old.reservations, &new.reservations)] {
-        push(&format!("resources.{name}.cpus"), opt(&o.nano_cpus.map(cpus)), opt(&n.nano_cpus.map(cpus)));
-        push(&format!("resources.{name}.memory"), opt(&o.memory_bytes), opt(&n.memory_bytes));
+        push(o.nano_cpus != n.nano_cpus, &format!("resources.{name}.cpus"), &|| {
+            (opt(&o.nano_cpus.map(cpus)), opt(&n.nano_cpus.map(cpus)))
+        });
+        push(o.memory_bytes != n.memory_bytes, &format!("resources.{name}.memory"), &|| {
+            (opt(&o.memory_bytes.map(bytes)), opt(&n.memory_bytes.map(bytes)))
+        });
     }
     for (name, o, n) in [("update", &old.update, &new.update), ("rollback", &old.rollback, &new.rollback)] {
-        push(&format!("{name}.parallelism"), o.parallelism.to_string(), n.parallelism.to_string());
-        push(&format!("{name}.delay"), dur(o.delay_ns), dur(n.delay_ns));
-        push(&format!("{name}.failureAction"), o.failure_action.clone(), n.failure_action.clone());
-        push(&format!("{name}.monitor"), dur(o.monitor_ns), dur(n.monitor_ns));
-        push(&format!("{name}.maxFailureRatio"), o.max_failure_ratio.to_string(), n.max_failure_ratio.to_string());
-        push(&format!("{name}.order"), o.order.clone(), n.order.clone());
+        push(o.parallelism != n.parallelism, &format!("{name}.parallelism"), &|| {
+            (o.parallelism.to_string(), n.parallelism.to_string())
+        });
+        push(o.delay_ns != n.delay_ns, &format!("{name}.delay"), &|| (dur(o.delay_ns), dur(n.delay_ns)));
+        push(o.failure_action != n.failure_action, &format!("{name}.failureAction"), &|| {
+            (o.failure_action.clone(), n.failure_action.clone())
+        });
+        push(o.monitor_ns != n.monitor_ns, &format!("{name}.monitor"), &|| (dur(o.monitor_ns), dur(n.monitor_ns)));
+        push(o.max_failure_ratio != n.max_failure_ratio, &format!("{name}.maxFailureRatio"), &|| {
+            (o.max_failure_ratio.to_string(), n.max_failure_ratio.to_string())
+        });
+        push(o.order != n.order, &format!("{name}.order"), &|| (o.order.clone(), n.order.clone()));
     }
     out
+}
+
+/// Bytes in the manifests' own spelling (`512Mi`) when exact.
+fn bytes(b: i64) -> String {
+    const UNITS: [(&str, i64); 4] = [("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
+    for (u, m) in UNITS {
+        if b >= m && b % m == 0 {
+            return format!("{}{u}", b / m);
+        }
+    }
+    b.to_string()
 }
 
 fn cpus(nano: i64) -> f64 {
@@ -369,7 +391,8 @@ fn dur(ns: i64) -> String {
 fn humantime_like(d: std::time::Duration) -> String {
     let mut s = String::new();
     let mut secs = d.as_secs();
-    let ms = d.subsec_millis();
+    let nanos = d.subsec_nanos();
+    let (ms, us, ns) = (nanos / 1_000_000, nanos / 1_000 % 1_000, nanos % 1_000);
     for (unit, len) in [("h", 3600), ("m", 60)] {
         if secs >= len {
             let _ = write!(s, "{}{unit}", secs / len);
@@ -379,8 +402,10 @@ fn humantime_like(d: std::time::Duration) -> String {
     if secs > 0 {
         let _ = write!(s, "{secs}s");
     }
-    if ms > 0 {
-        let _ = write!(s, "{ms}ms");
+    for (v, unit) in [(ms, "ms"), (us, "us"), (ns, "ns")] {
+        if v > 0 {
+            let _ = write!(s, "{v}{unit}");
+        }
     }
     s
 }
@@ -500,6 +525,8 @@ impl Plan {
                 "message": h.hold.message(&h.name), "error": h.hold.is_error(),
             }))
             .collect();
-        serde_json::json!({ "stack": self.stack, "inSync": self.actions.is_empty(), "actions": actions, "held": held })
+        // In sync means nothing to write *and* nothing unknown or blocked.
+        let in_sync = self.actions.is_empty() && self.errors().next().is_none();
+        serde_json::json!({ "stack": self.stack, "inSync": in_sync, "actions": actions, "held": held })
     }
 }

@@ -316,7 +316,7 @@ fn several_fields_change_at_once_in_a_stable_order() {
             change("labels.team", "(none)", "payments"),
             change("ports", "[]", "[8080:80/tcp (ingress)]"),
             change("resources.limits.cpus", "(none)", "0.5"),
-            change("resources.limits.memory", "(none)", "268435456"),
+            change("resources.limits.memory", "(none)", "256Mi"),
             change("update.parallelism", "1", "2"),
             change("update.delay", "0s", "10s"),
             change("update.order", "stop-first", "start-first"),
@@ -1037,14 +1037,13 @@ fn a_single_hand_change_yields_one_drift_correction_which_then_converges() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Known planner bugs (see the report that added these tests). Each asserts the behaviour a
-// user expects; remove the `#[ignore]` once `src/plan.rs` / `src/assess.rs` is fixed.
+// Regressions: bugs found by these tests and fixed in the planner.
 // ---------------------------------------------------------------------------------------------
 
 /// Manifests accept `us`/`ns` durations (`1500us`), but `diff` compares *rendered* values and
 /// the renderer drops everything below a millisecond.
 #[test]
-#[ignore = "planner bug: sub-millisecond duration differences are invisible to diff()"]
+
 fn sub_millisecond_duration_drift_is_corrected() {
     let w = web().update_delay_ns(1_500_000).build(); // `delay: 1500us`
     let o = observed_from(&w)
@@ -1059,7 +1058,7 @@ fn sub_millisecond_duration_drift_is_corrected() {
 }
 
 #[test]
-#[ignore = "planner bug: sub-millisecond durations render as an empty string or lose precision"]
+
 fn sub_millisecond_durations_are_rendered() {
     let before = web().update_delay_ns(1_000_000).build();
     for ns in [100_000, 1_500_000] {
@@ -1080,7 +1079,7 @@ fn sub_millisecond_durations_are_rendered() {
 }
 
 #[test]
-#[ignore = "planner bug: a label whose value is the placeholder \"(none)\" compares equal to a missing label"]
+
 fn label_removed_by_hand_is_drift_even_if_its_value_reads_none() {
     let w = web().label("note", "(none)").build();
     let o = observed_from(&w).with_state(|s| s.labels.clear()).build();
@@ -1089,7 +1088,7 @@ fn label_removed_by_hand_is_drift_even_if_its_value_reads_none() {
 }
 
 #[test]
-#[ignore = "planner bug: to_json() reports inSync: true when Swarm could not be read"]
+
 fn json_plan_is_not_in_sync_when_swarm_could_not_be_read() {
     let p = plan(
         &stack(vec![web().build()]),
@@ -1103,7 +1102,7 @@ fn json_plan_is_not_in_sync_when_swarm_could_not_be_read() {
 }
 
 #[test]
-#[ignore = "assess bug: an update with no field changes yields the message \"updating \""]
+
 fn labels_only_update_has_a_readable_status_message() {
     let w = web().adopt().build();
     let o = known(vec![observed_from(&w).owner(Owner::Nobody).build()]);
