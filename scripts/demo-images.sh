@@ -44,7 +44,7 @@ if [[ -z "${DOCKER_BUILDKIT:-}" ]]; then
 fi
 
 context=""
-cleanup() { [[ -n "${context}" ]] && rm -rf "${context}"; }
+cleanup() { if [[ -n "${context}" ]]; then rm -rf "${context}"; fi; }
 trap cleanup EXIT
 
 for spec in "${IMAGES[@]}"; do
