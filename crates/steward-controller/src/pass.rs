@@ -403,7 +403,7 @@ impl Controller {
                     ConditionType::Progressing,
                     if unknown { ConditionStatus::Unknown } else { ConditionStatus::from_bool(progressing) },
                     if progressing { "Reconciling" } else { "Converged" },
-                    format!("{} actions planned", the_plan.actions.len()),
+                    format!("{ready}/{total} services ready, {} changes planned", the_plan.actions.len()),
                 ),
                 deg_c,
             ],
