@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 STATE ?= .steward/demo.db
 
-.PHONY: demo demo-images swarm build test test-unit schema bench fmt lint clean-demo
+.PHONY: demo demo-images swarm prometheus build test test-unit schema bench fmt lint clean-demo
 
 ## Run the controller on the local demo stack (sets up what is missing first).
 demo: swarm demo-images build
@@ -19,12 +19,17 @@ swarm:
 demo-images:
 	@scripts/demo-images.sh
 
+## A Prometheus of our own on 127.0.0.1:19090 (Debian's package), scraping file_sd targets
+## that tests register; rollout analysis tests query it.
+prometheus:
+	@scripts/ensure-prometheus.sh
+
 build:
 	$(CARGO) build -p steward
 
 ## Everything the tests need, then every test. STEWARD_REQUIRE_SERVICES=1 turns a skipped
 ## service-backed test into a failure (CI sets it).
-test: swarm demo-images build
+test: swarm demo-images prometheus build
 	$(CARGO) test --workspace --no-fail-fast
 
 ## Fast tests only (no Docker needed).

@@ -132,6 +132,11 @@ impl Swarm {
         self.calls.writes.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// For sibling modules that extend `Swarm` (jobs); they count their calls in `calls` themselves.
+    pub(crate) fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
     /// Reads the services owned by `stack` and any service named in `desired_names`.
     /// One list call when every desired service is already owned (the steady state), two otherwise.
     pub async fn observe(&self, stack: &str, desired_names: &[&str]) -> Observed {
@@ -249,6 +254,12 @@ impl Swarm {
                 }),
             })
     }
+}
+
+/// Swarm timestamps (`2026-11-24T00:05:21.27510Z`) as unix milliseconds.
+fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
 /// The whole error chain on one line, for status messages and logs.
@@ -484,6 +495,7 @@ pub fn from_swarm(s: &Service, stack: &str) -> Option<ObservedService> {
         Some(UpdateStatus {
             state,
             message: u.message.clone().unwrap_or_default(),
+            started_at_ms: u.started_at.as_deref().and_then(parse_rfc3339_ms),
         })
     });
     Some(ObservedService {

@@ -4,9 +4,10 @@
 mod backoff;
 mod pass;
 mod prepare;
+mod rollouts;
 mod run;
 
 pub use backoff::Backoff;
-pub use pass::{Controller, PassOutcome};
+pub use pass::{Controller, PassOutcome, META_PATHS, META_ROLLOUT};
 pub use prepare::{prepare, PrepareError};
 pub use run::{run, RunOptions};

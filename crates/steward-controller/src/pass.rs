@@ -10,12 +10,14 @@ use steward_plan::assess::assess;
 use steward_plan::status::{
     Condition, ConditionStatus, ConditionType, EventType, NewEvent, ResourceStatus,
 };
-use steward_plan::{plan, Action, Desired, Hold, Observed, Plan, UpdateReason};
+use steward_plan::rollout::{self, Outcome, Phase, Revision, Rollout, SvcPhase};
+use steward_plan::{plan, Action, Desired, Hold, Observed, ObservedService, Owner, Plan, UpdateReason};
 use steward_store::Store;
 use time::OffsetDateTime;
 
 use crate::backoff::Backoff;
 use crate::prepare::{desired_hash, prepare, PrepareError};
+use crate::rollouts::{start_job, Gatherer};
 
 /// How soon to look again while Swarm is replacing tasks: Swarm sends no task events, so
 /// progress is polled (one list call per look).
@@ -25,6 +27,10 @@ const UNREACHABLE_RETRY: Duration = Duration::from_secs(1);
 const UNREACHABLE_RETRY_CAP: Duration = Duration::from_secs(30);
 
 const META_HASH: &str = "desired.hash";
+/// Manifest paths of the last reconcile, so `steward rollback` finds the desired state.
+pub const META_PATHS: &str = "desired.paths";
+/// The active (or last) rollout, as JSON: it survives a controller restart at any point.
+pub const META_ROLLOUT: &str = "rollout";
 const META_GENERATION: &str = "desired.generation";
 
 /// What a pass found and did.
@@ -43,6 +49,8 @@ pub struct PassOutcome {
     pub unknown: bool,
     /// When the loop should look again at the latest.
     pub requeue_after: Option<Duration>,
+    /// The rollout in force after this pass.
+    pub rollout: Option<Rollout>,
 }
 
 pub struct Controller {
@@ -55,6 +63,7 @@ pub struct Controller {
     unreachable_failures: u32,
     backend_down: bool,
     last_invalid: Option<String>,
+    gatherer: Gatherer,
 }
 
 fn object_of(name: &str) -> String {
@@ -72,6 +81,7 @@ impl Controller {
             unreachable_failures: 0,
             backend_down: false,
             last_invalid: None,
+            gatherer: Gatherer::default(),
         }
     }
 
@@ -93,6 +103,8 @@ impl Controller {
 
     /// Loads the desired state. An invalid one is refused whole: the last good one stays in force.
     pub fn load_desired(&mut self) -> Result<Desired, String> {
+        let paths: Vec<String> = self.paths.iter().map(|p| p.display().to_string()).collect();
+        let _ = self.store.set_meta(META_PATHS, &serde_json::to_string(&paths).expect("paths serialize"));
         match prepare(&self.paths) {
             Ok(mut d) => {
                 let hash = desired_hash(&d);
@@ -160,6 +172,7 @@ impl Controller {
                         blocking: vec![text],
                         unknown: false,
                         requeue_after: None,
+                        rollout: None,
                     }
                 }
             },
@@ -167,8 +180,20 @@ impl Controller {
         let names: Vec<&str> = desired.services.iter().map(|s| s.name.as_str()).collect();
         let observed = self.swarm.observe(&desired.stack, &names).await;
         let now = OffsetDateTime::now_utc();
-        let the_plan = plan(&desired, &observed);
-        self.record_status(&desired, &observed, &the_plan, now, invalid.as_deref());
+        let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
+
+        // Rollouts only advance on a known picture of Swarm.
+        let mut active = self.load_rollout();
+        if let Observed::Known { services } = &observed {
+            active = self.advance_rollout(&desired, services, active, now_ms).await;
+        }
+        let observed_map: std::collections::BTreeMap<String, ObservedService> = match &observed {
+            Observed::Known { services } => services.iter().map(|s| (s.name.clone(), s.clone())).collect(),
+            Observed::Unknown { .. } => Default::default(),
+        };
+        let effective = rollout::effective(&desired, active.as_ref(), &observed_map);
+        let the_plan = plan(&effective, &observed);
+        self.record_status(&effective, &observed, &the_plan, now, invalid.as_deref(), active.as_ref());
 
         let mut outcome = PassOutcome {
             plan: Some(the_plan.clone()),
@@ -178,6 +203,7 @@ impl Controller {
             blocking: invalid.into_iter().collect(),
             unknown: false,
             requeue_after: None,
+            rollout: active.clone(),
         };
 
         if let Observed::Unknown { reason } = &observed {
@@ -210,7 +236,7 @@ impl Controller {
         for h in &the_plan.held {
             let object = object_of(&h.name);
             match &h.hold {
-                Hold::AwaitingConvergence { .. } => {}
+                Hold::AwaitingConvergence { .. } | Hold::WaitingOn { .. } => {}
                 Hold::Orphaned => self.event(EventType::Warning, h.hold.reason(), &object, h.hold.message(&h.name)),
                 hold => {
                     self.event(EventType::Warning, hold.reason(), &object, hold.message(&h.name));
@@ -227,7 +253,10 @@ impl Controller {
                 tracing::debug!(object, "in backoff for {:?}", until - started);
                 continue;
             }
-            match self.execute(&desired.stack, action).await {
+            let rolling_back = active.as_ref().is_some_and(|r| {
+                r.services.iter().any(|sr| format!("Service/{}", sr.name) == object && sr.phase == SvcPhase::RollingBack)
+            });
+            match self.execute(&desired.stack, action, rolling_back).await {
                 Ok(()) => {
                     self.backoff.succeeded(&object);
                     outcome.executed += 1;
@@ -253,10 +282,25 @@ impl Controller {
         let waiting = the_plan
             .held
             .iter()
-            .any(|h| matches!(h.hold, Hold::AwaitingConvergence { .. }));
-        outcome.converged = the_plan.actions.is_empty() && !waiting && outcome.blocking.is_empty();
+            .any(|h| matches!(h.hold, Hold::AwaitingConvergence { .. } | Hold::WaitingOn { .. }));
+        let rolling = active.as_ref().is_some_and(|r| !r.phase.is_terminal());
+        if let Some(r) = active.as_ref().filter(|r| matches!(r.phase, Phase::RolledBack | Phase::Paused)) {
+            outcome.blocking.push(format!(
+                "generation {} {}: {}",
+                r.generation,
+                if r.phase == Phase::Paused { "paused" } else { "rolled back" },
+                r.cause.clone().unwrap_or_default()
+            ));
+        }
+        outcome.converged = the_plan.actions.is_empty() && !waiting && !rolling && outcome.blocking.is_empty();
         outcome.requeue_after = if conflict {
             Some(Duration::ZERO)
+        } else if rolling {
+            let due = active
+                .as_ref()
+                .and_then(|r| rollout::next_due_ms(r, &desired))
+                .map(|t| Duration::from_millis(t.saturating_sub(now_ms).max(0) as u64));
+            Some(due.map_or(CONVERGING_POLL, |d| d.min(CONVERGING_POLL)))
         } else if outcome.executed > 0 || waiting {
             Some(CONVERGING_POLL)
         } else {
@@ -265,7 +309,7 @@ impl Controller {
         outcome
     }
 
-    async fn execute(&self, stack: &str, action: &Action) -> Result<(), SwarmError> {
+    async fn execute(&self, stack: &str, action: &Action, rolling_back: bool) -> Result<(), SwarmError> {
         let object = action.object();
         match action {
             Action::Create { service } => {
@@ -299,8 +343,14 @@ impl Controller {
                     UpdateReason::Adopted => (EventType::Normal, format!("adopted existing service: {fields}")),
                 };
                 let event_reason = match reason {
+                    _ if rolling_back => "RollbackIssued",
                     UpdateReason::SpecChanged => "Updated",
                     other => other.as_str(),
+                };
+                let (type_, message) = if rolling_back {
+                    (EventType::Warning, format!("restoring the previous revision: {fields}"))
+                } else {
+                    (type_, message)
                 };
                 self.event(type_, event_reason, &object, message);
             }
@@ -318,8 +368,19 @@ impl Controller {
         Ok(())
     }
 
-    fn record_status(&self, desired: &Desired, observed: &Observed, the_plan: &Plan, now: OffsetDateTime, invalid: Option<&str>) {
-        let statuses = assess(desired, observed, the_plan, now);
+    fn record_status(
+        &self,
+        desired: &Desired,
+        observed: &Observed,
+        the_plan: &Plan,
+        now: OffsetDateTime,
+        invalid: Option<&str>,
+        active: Option<&Rollout>,
+    ) {
+        let mut statuses = assess(desired, observed, the_plan, now);
+        if let Some(r) = active {
+            overlay_rollout(&mut statuses, r);
+        }
         let keep: BTreeSet<(String, String)> = statuses
             .iter()
             .map(|s| (s.kind.clone(), s.name.clone()))
@@ -393,7 +454,8 @@ impl Controller {
                 ),
             )
         };
-        let progressing = !the_plan.actions.is_empty() || ready < total;
+        let rolling = active.is_some_and(|r| !r.phase.is_terminal());
+        let progressing = !the_plan.actions.is_empty() || ready < total || rolling;
         let stack_status = ResourceStatus {
             kind: "Stack".into(),
             name: desired.stack.clone(),
@@ -402,8 +464,21 @@ impl Controller {
                 cond(
                     ConditionType::Progressing,
                     if unknown { ConditionStatus::Unknown } else { ConditionStatus::from_bool(progressing) },
-                    if progressing { "Reconciling" } else { "Converged" },
-                    format!("{ready}/{total} services ready, {} changes planned", the_plan.actions.len()),
+                    match active.filter(|r| !r.phase.is_terminal()) {
+                        Some(r) => r.phase.as_str(),
+                        None if progressing => "Reconciling",
+                        None => "Converged",
+                    },
+                    match active {
+                        Some(r) => format!(
+                            "{ready}/{total} services ready; rollout of generation {}: {} ({}/{} services done)",
+                            r.generation,
+                            r.phase.as_str(),
+                            r.progress().0,
+                            r.progress().1
+                        ),
+                        None => format!("{ready}/{total} services ready, {} changes planned", the_plan.actions.len()),
+                    },
                 ),
                 deg_c,
             ],
@@ -418,5 +493,224 @@ impl Controller {
             last_reconcile: now,
         };
         let _ = self.store.put_status(&stack_status);
+    }
+}
+
+/// Rollout phase, progress and cause on each service's conditions.
+fn overlay_rollout(statuses: &mut [ResourceStatus], r: &Rollout) {
+    for st in statuses.iter_mut() {
+        let Some(sr) = r.service(&st.name) else { continue };
+        let set = |st: &mut ResourceStatus, t: ConditionType, status: ConditionStatus, reason: &str, message: String| {
+            if let Some(c) = st.conditions.iter_mut().find(|c| c.type_ == t) {
+                c.status = status;
+                c.reason = reason.to_string();
+                c.message = message;
+            }
+        };
+        match r.phase {
+            Phase::RolledBack => set(
+                st,
+                ConditionType::Degraded,
+                ConditionStatus::True,
+                "RolledBack",
+                format!("generation {} rolled back: {}", r.generation, r.cause.clone().unwrap_or_default()),
+            ),
+            Phase::Paused => set(
+                st,
+                ConditionType::Degraded,
+                ConditionStatus::True,
+                "AnalysisInconclusive",
+                r.cause.clone().unwrap_or_default(),
+            ),
+            Phase::Complete => {}
+            phase => {
+                let detail = match sr.phase {
+                    SvcPhase::Verifying => format!(
+                        "verifying {}: {} health probes ({} ok in a row), {} analysis measurements",
+                        sr.to_image, sr.health.probes, sr.health.ok_streak, sr.analysis.measurements
+                    ),
+                    other => format!("{other:?} {}", sr.to_image),
+                };
+                let (done, total) = r.progress();
+                set(
+                    st,
+                    ConditionType::Progressing,
+                    ConditionStatus::True,
+                    phase.as_str(),
+                    format!("generation {}: {detail} ({done}/{total} services done)", r.generation),
+                );
+            }
+        }
+    }
+}
+
+impl Controller {
+    /// The persisted rollout, if any. A corrupt record is dropped with a warning rather than
+    /// wedging the loop.
+    pub fn load_rollout(&self) -> Option<Rollout> {
+        let text = self.store.get_meta(META_ROLLOUT).ok().flatten()?;
+        match serde_json::from_str(&text) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "dropping unreadable rollout record");
+                None
+            }
+        }
+    }
+
+    /// Pins `service` to revision `to` (default: the newest known-good revision other than the
+    /// desired one): the desired revision is rejected until the desired state changes.
+    pub fn start_manual_rollback(&mut self, service: &str, to: Option<u64>) -> Result<Revision, String> {
+        let desired = self.load_desired()?;
+        if !desired.services.iter().any(|d| d.name == service) {
+            return Err(format!("no Service named {service:?} in the desired state"));
+        }
+        let history = self.store.revisions(service).map_err(|e| error_chain(&e))?;
+        let current = desired.services.iter().find(|d| d.name == service).map(|d| d.spec_hash.clone()).unwrap_or_default();
+        let target = match to {
+            Some(n) => history
+                .iter()
+                .find(|r| r.number == n)
+                .cloned()
+                .ok_or_else(|| format!("{service} has no revision {n} (see `steward history {service}`)"))?,
+            None => history
+                .iter()
+                .find(|r| r.spec_hash != current && matches!(r.outcome, Outcome::Complete | Outcome::Baseline))
+                .cloned()
+                .ok_or_else(|| format!("{service} has no earlier known-good revision to roll back to"))?,
+        };
+        let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        let r = rollout::manual_rollback(&desired, &desired_hash(&desired), service, target.clone(), now_ms);
+        self.save_rollout(Some(&r));
+        self.event(
+            EventType::Warning,
+            "ManualRollback",
+            &format!("Service/{service}"),
+            format!(
+                "rolling back to revision {} ({}); generation {} is pinned out until the desired state changes",
+                target.number, target.image, desired.generation
+            ),
+        );
+        Ok(target)
+    }
+
+    pub fn save_rollout(&self, r: Option<&Rollout>) {
+        let text = r.map_or_else(|| "null".to_string(), |r| serde_json::to_string(r).expect("rollout serializes"));
+        if let Err(e) = self.store.set_meta(META_ROLLOUT, &text) {
+            tracing::error!(error = %error_chain(&e), "cannot persist the rollout");
+        }
+    }
+
+    /// Begins a rollout for a new desired state, or advances the one in force.
+    async fn advance_rollout(
+        &mut self,
+        desired: &Desired,
+        services: &[ObservedService],
+        mut active: Option<Rollout>,
+        now_ms: i64,
+    ) -> Option<Rollout> {
+        let hash = desired_hash(desired);
+        let mut last_good = self.store.last_good().unwrap_or_default();
+
+        // A service steward has no history for but finds already matching the desired state
+        // (first start on a running stack, adoption) is taken as the known-good baseline.
+        for d in &desired.services {
+            if last_good.contains_key(&d.name) {
+                continue;
+            }
+            let matching = services.iter().any(|o| {
+                o.name == d.name && o.owner == Owner::Us && o.spec_hash.as_deref() == Some(d.spec_hash.as_str())
+            });
+            if matching && active.as_ref().is_none_or(|r| r.service(&d.name).is_none()) {
+                let rev = Revision::of(d, desired.generation, now_ms, Outcome::Baseline);
+                if self.store.add_revision(&rev).is_ok() {
+                    last_good.insert(d.name.clone(), rev);
+                }
+            }
+        }
+
+        if active.as_ref().map(|r| r.desired_hash.as_str()) != Some(hash.as_str()) {
+            if let Some(old) = active.as_ref().filter(|r| !r.phase.is_terminal()) {
+                self.event(
+                    EventType::Normal,
+                    "RolloutSuperseded",
+                    &format!("Rollout/{}", old.generation),
+                    format!("generation {} superseded by generation {} while {}", old.generation, desired.generation, old.phase.as_str()),
+                );
+            }
+            active = rollout::begin(desired, &hash, &last_good, now_ms);
+            if let Some(r) = &active {
+                for sr in &r.services {
+                    if let Some(d) = desired.services.iter().find(|d| d.name == sr.name) {
+                        let _ = self.store.add_revision(&Revision::of(d, desired.generation, now_ms, Outcome::Progressing));
+                    }
+                }
+                self.event(
+                    EventType::Normal,
+                    "RolloutStarted",
+                    &format!("Rollout/{}", r.generation),
+                    format!(
+                        "rolling out generation {}: {}{}",
+                        r.generation,
+                        r.services
+                            .iter()
+                            .map(|s| format!(
+                                "{} {} → {}",
+                                s.name,
+                                s.from.as_ref().map_or("(new)", |f| f.image.as_str()),
+                                s.to_image
+                            ))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        if r.jobs.is_empty() { String::new() } else { format!("; {} pre-deploy jobs first", r.jobs.len()) }
+                    ),
+                );
+            }
+            self.save_rollout(active.as_ref());
+        }
+
+        let Some(mut r) = active else { return None };
+        if r.phase.is_terminal() {
+            return Some(r);
+        }
+        let gathered = self.gatherer.gather(&self.swarm, &r, desired, now_ms).await;
+        let obs = rollout::Observations {
+            now_ms,
+            services: services.iter().filter(|s| s.owner == Owner::Us).map(|s| (s.name.clone(), s.clone())).collect(),
+            jobs: gathered.jobs,
+            probes: gathered.probes,
+            measurements: gathered.measurements,
+        };
+        let out = rollout::step(&mut r, desired, &obs);
+        // Persist before acting: a job recorded as started is never started again after a crash.
+        self.save_rollout(Some(&r));
+        for j in &out.start_jobs {
+            if let Err(e) = start_job(&self.swarm, &desired.stack, j).await {
+                self.event(EventType::Warning, "PreDeployStartFailed", &format!("Service/{}", j.service), e);
+            }
+        }
+        for name in &out.remove_jobs {
+            if let Err(e) = self.swarm.remove_job(name).await {
+                tracing::warn!(job = %name, error = %error_chain(&e), "cannot remove finished job");
+            }
+        }
+        for ev in &out.events {
+            let t = if ev.warning { EventType::Warning } else { EventType::Normal };
+            self.event(t, ev.reason, &ev.object, ev.message.clone());
+        }
+        for (svc, hash, outcome) in &out.finished {
+            let _ = self.store.set_revision_outcome(svc, hash, *outcome);
+            // A manual rollback makes the restored revision the known-good one.
+            if r.manual && *outcome == Outcome::RolledBack {
+                if let Some(from) = r.service(svc).and_then(|s| s.from.clone()) {
+                    let mut restored = from;
+                    restored.outcome = Outcome::Complete;
+                    restored.created_ms = now_ms;
+                    restored.generation = r.generation;
+                    let _ = self.store.add_revision(&restored);
+                }
+            }
+        }
+        Some(r)
     }
 }

@@ -32,6 +32,8 @@ pub fn prepare(paths: &[PathBuf]) -> Result<Desired, PrepareError> {
         prune: state.prune,
         generation: 0,
         services,
+        gates: Default::default(),
+        remove: Default::default(),
     })
 }
 

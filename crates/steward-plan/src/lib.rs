@@ -6,6 +6,7 @@
 pub mod assess;
 pub mod model;
 pub mod plan;
+pub mod rollout;
 pub mod status;
 
 pub use model::*;

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use steward_spec::{FailureAction, PublishMode, RollbackFailureAction, ServiceEntry, UpdateOrder};
 
@@ -21,7 +21,7 @@ pub mod labels {
     pub const MANAGED_BY_VALUE: &str = "steward";
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct PortState {
     pub target: u32,
     pub published: Option<u32>,
@@ -29,14 +29,14 @@ pub struct PortState {
     pub mode: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Amounts {
     pub nano_cpus: Option<i64>,
     pub memory_bytes: Option<i64>,
 }
 
 /// Swarm's UpdateConfig / RollbackConfig in Swarm's own units.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PolicyState {
     pub parallelism: u64,
     pub delay_ns: i64,
@@ -51,7 +51,7 @@ pub struct PolicyState {
 
 /// Every field steward manages on a Swarm service, normalized. `Debug` prints env names only:
 /// values may be secrets and must never reach a log.
-#[derive(Clone, PartialEq, Serialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceState {
     pub image: String,
     pub replicas: u64,
@@ -100,6 +100,41 @@ pub struct DesiredService {
     pub adopt: bool,
     /// Hash of `state`; written as a label.
     pub spec_hash: String,
+    /// How a change to this service is rolled out (not part of the hash: changing a health
+    /// check alone does not rewrite the Swarm service).
+    pub rollout: RolloutPolicy,
+}
+
+/// Rollout settings of one service, from its manifest.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct RolloutPolicy {
+    pub health: Option<steward_spec::HealthCheck>,
+    pub analysis: Option<steward_spec::Analysis>,
+    pub verify_window_ms: i64,
+    pub progress_deadline_ms: i64,
+    pub pre_deploy: Vec<steward_spec::PreDeployJob>,
+    pub depends_on: Vec<String>,
+}
+
+impl RolloutPolicy {
+    pub fn from_spec(spec: &steward_spec::ServiceSpec) -> Self {
+        Self {
+            health: spec.health.clone(),
+            analysis: spec.analysis.clone(),
+            verify_window_ms: spec.verify_window.get().as_millis() as i64,
+            progress_deadline_ms: spec.progress_deadline.get().as_millis() as i64,
+            pre_deploy: spec.pre_deploy.clone(),
+            depends_on: spec.depends_on.iter().map(|d| d.value.to_string()).collect(),
+        }
+    }
+
+    /// Defaults for services built without a manifest (tests, history restores).
+    pub fn none() -> Self {
+        Self {
+            progress_deadline_ms: 600_000,
+            ..Self::default()
+        }
+    }
 }
 
 impl DesiredService {
@@ -167,7 +202,9 @@ impl DesiredService {
                 order: order(r.order),
             },
         };
-        Self::new(entry.name().to_string(), state, secret_env, spec.adopt)
+        let mut d = Self::new(entry.name().to_string(), state, secret_env, spec.adopt);
+        d.rollout = RolloutPolicy::from_spec(spec);
+        d
     }
 
     pub fn new(name: String, state: ServiceState, secret_env: BTreeSet<String>, adopt: bool) -> Self {
@@ -178,6 +215,7 @@ impl DesiredService {
             secret_env,
             adopt,
             spec_hash,
+            rollout: RolloutPolicy::none(),
         }
     }
 
@@ -212,10 +250,14 @@ pub struct Desired {
     pub generation: u64,
     /// Sorted by name.
     pub services: Vec<DesiredService>,
+    /// Services the planner must leave alone this pass, with the reason (rollout gating).
+    pub gates: BTreeMap<String, crate::plan::Hold>,
+    /// Owned services to remove even with prune off (creations of a rolled-back revision).
+    pub remove: BTreeSet<String>,
 }
 
 /// Swarm's `UpdateStatus.State`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UpdateState {
     Updating,
     Paused,
@@ -229,6 +271,8 @@ pub enum UpdateState {
 pub struct UpdateStatus {
     pub state: UpdateState,
     pub message: String,
+    /// When Swarm started this update (or rollback), unix milliseconds.
+    pub started_at_ms: Option<i64>,
 }
 
 /// Who owns an observed service.

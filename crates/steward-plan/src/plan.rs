@@ -84,6 +84,10 @@ pub enum Hold {
     UpdateFailed { state: UpdateState, message: String },
     /// The backend could not be read; nothing is decided.
     BackendUnknown { message: String },
+    /// A rollout step must finish first (pre-deploy jobs, a dependency).
+    WaitingOn { what: String },
+    /// This revision was rolled back; it is not applied again until the desired state changes.
+    RevisionRejected { cause: String },
 }
 
 impl Hold {
@@ -100,6 +104,8 @@ impl Hold {
                 _ => "UpdatePaused",
             },
             Hold::BackendUnknown { .. } => "BackendUnavailable",
+            Hold::WaitingOn { .. } => "WaitingOn",
+            Hold::RevisionRejected { .. } => "RevisionRejected",
         }
     }
 
@@ -135,6 +141,10 @@ impl Hold {
             },
             Hold::UpdateFailed { state, message } => format!("Swarm update {state:?}: {message}"),
             Hold::BackendUnknown { message } => format!("Swarm could not be read: {message}"),
+            Hold::WaitingOn { what } => format!("waiting for {what}"),
+            Hold::RevisionRejected { cause } => {
+                format!("revision rolled back ({cause}); not applied again until the desired state changes")
+            }
         }
     }
 }
@@ -186,6 +196,10 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     let desired_names: BTreeSet<&str> = desired.services.iter().map(|d| d.name.as_str()).collect();
 
     for d in &desired.services {
+        if let Some(h) = desired.gates.get(&d.name) {
+            plan.hold(&d.name, h.clone());
+            continue;
+        }
         let Some(o) = by_name.get(d.name.as_str()) else {
             plan.actions.push(Action::Create { service: d.clone() });
             continue;
@@ -234,7 +248,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         if o.owner != Owner::Us || desired_names.contains(o.name.as_str()) {
             continue;
         }
-        if desired.prune {
+        if desired.prune || desired.remove.contains(&o.name) {
             plan.actions.push(Action::Remove {
                 id: o.id.clone(),
                 name: o.name.clone(),

@@ -3,10 +3,12 @@
 //! No network, no async: parsing is pure ([`parse_sources`]); [`load_paths`] and
 //! [`resolve_env`] only read local files and environment variables.
 
+mod condition;
 mod load;
 mod types;
 mod values;
 
+pub use condition::Condition;
 pub use load::*;
 pub use types::*;
 pub use values::*;

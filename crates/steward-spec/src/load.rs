@@ -217,6 +217,7 @@ pub fn parse_sources(inputs: &[(PathBuf, String)]) -> Result<DesiredState, SpecE
             });
         }
     }
+    check_dependencies(&services, &mut errors);
     if stacks.len() > 1 {
         let (_, first) = &stacks[0];
         for (d, src) in &stacks[1..] {
@@ -249,6 +250,68 @@ pub fn parse_sources(inputs: &[(PathBuf, String)]) -> Result<DesiredState, SpecE
         services,
         files: inputs.iter().map(|(f, _)| f.clone()).collect(),
     })
+}
+
+/// `dependsOn` names a service of this desired state, not itself, and forms no cycle.
+fn check_dependencies(services: &[ServiceEntry], errors: &mut Vec<SpecError>) {
+    let names: HashMap<&str, &ServiceEntry> = services.iter().map(|s| (s.name(), s)).collect();
+    for s in services {
+        for (i, dep) in s.spec.depends_on.iter().enumerate() {
+            let err = |message: String| SpecError {
+                file: s.source.file.clone(),
+                line: dep.referenced.line() + s.source.line_offset,
+                column: dep.referenced.column(),
+                field: format!("spec.dependsOn[{i}]"),
+                message,
+            };
+            if dep.value.as_str() == s.name() {
+                errors.push(err("a service cannot depend on itself".into()));
+            } else if !names.contains_key(dep.value.as_str()) {
+                errors.push(err(format!("no Service named {:?} in this desired state", dep.value.as_str())));
+            }
+        }
+    }
+    // Depth-first search for a cycle; report it once, at the first service on it.
+    fn visit<'a>(
+        n: &'a str,
+        names: &HashMap<&'a str, &'a ServiceEntry>,
+        stack: &mut Vec<&'a str>,
+        done: &mut std::collections::HashSet<&'a str>,
+    ) -> Option<Vec<&'a str>> {
+        if let Some(pos) = stack.iter().position(|x| *x == n) {
+            return Some(stack[pos..].to_vec());
+        }
+        if !done.insert(n) {
+            return None;
+        }
+        stack.push(n);
+        if let Some(s) = names.get(n) {
+            for d in &s.spec.depends_on {
+                if let Some((k, _)) = names.get_key_value(d.value.as_str()) {
+                    if let Some(c) = visit(k, names, stack, done) {
+                        return Some(c);
+                    }
+                }
+            }
+        }
+        stack.pop();
+        None
+    }
+    let mut done = std::collections::HashSet::new();
+    for s in services {
+        let mut stack = Vec::new();
+        if let Some(cycle) = visit(s.name(), &names, &mut stack, &mut done) {
+            let first = names[cycle[0]];
+            errors.push(SpecError {
+                file: first.source.file.clone(),
+                line: first.source.line,
+                column: 1,
+                field: "spec.dependsOn".into(),
+                message: format!("dependency cycle: {} -> {}", cycle.join(" -> "), cycle[0]),
+            });
+            break;
+        }
+    }
 }
 
 struct RawDoc<'a> {
@@ -473,6 +536,44 @@ fn validate_service(ctx: &DocCtx, text: &str, d: &ServiceDocument, errors: &mut 
                     loc,
                     &format!("spec.ports[{i}].published"),
                     format!("port {pp} is already published by spec.ports[{prev}]"),
+                ));
+            }
+        }
+    }
+    let mut jobs = std::collections::BTreeSet::new();
+    for (i, j) in d.spec.pre_deploy.iter().enumerate() {
+        if !jobs.insert(j.name.as_str()) {
+            errors.push(ctx.err(
+                locate(text, &format!("name: {}", j.name)),
+                &format!("spec.preDeploy[{i}].name"),
+                format!("duplicate job name {:?}", j.name.as_str()),
+            ));
+        }
+    }
+    if let Some(h) = &d.spec.health {
+        if !(h.url.starts_with("http://") || h.url.starts_with("https://")) {
+            errors.push(ctx.err(locate(text, "url:"), "spec.health.url", format!("expected an http:// or https:// URL, got {:?}", h.url)));
+        }
+        if h.success_threshold == 0 || h.failure_threshold == 0 {
+            errors.push(ctx.err(locate(text, "Threshold"), "spec.health", "successThreshold and failureThreshold must be at least 1"));
+        }
+    }
+    if let Some(a) = &d.spec.analysis {
+        if !(a.prometheus.starts_with("http://") || a.prometheus.starts_with("https://")) {
+            errors.push(ctx.err(locate(text, "prometheus:"), "spec.analysis.prometheus", format!("expected an http:// or https:// URL, got {:?}", a.prometheus)));
+        }
+        if a.metrics.is_empty() {
+            errors.push(ctx.err(locate(text, "analysis:"), "spec.analysis.metrics", "at least one metric is required"));
+        }
+        if a.count == 0 {
+            errors.push(ctx.err(locate(text, "count:"), "spec.analysis.count", "must be at least 1"));
+        }
+        for (i, m) in a.metrics.iter().enumerate() {
+            if m.success_condition.is_none() && m.failure_condition.is_none() {
+                errors.push(ctx.err(
+                    locate(text, &format!("name: {}", m.name)),
+                    &format!("spec.analysis.metrics[{i}]"),
+                    "set successCondition, failureCondition or both",
                 ));
             }
         }

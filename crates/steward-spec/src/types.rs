@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
+use crate::condition::Condition;
 use crate::values::{ByteSize, Cpus, Duration, ImageRef, Replicas, ResourceName};
 
 pub const API_VERSION: &str = "steward.io/v1alpha1";
@@ -106,6 +107,114 @@ pub struct ServiceSpec {
     /// Default: `false` — such a service is reported as a conflict and left untouched.
     #[serde(default)]
     pub adopt: bool,
+    /// Health gate checked after Swarm has replaced the tasks; failing it rolls the revision
+    /// back. Default: none (Swarm's own monitor is the only check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheck>,
+    /// Prometheus analysis run while the new version is verified (Argo Rollouts' semantics).
+    /// Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Analysis>,
+    /// How long health and analysis watch the new version before the rollout is Complete.
+    /// Default: `30s` when `health` or `analysis` is set.
+    #[serde(default = "thirty_seconds")]
+    pub verify_window: Duration,
+    /// Longest time any rollout phase (pre-deploy, updating, verifying) may take before the
+    /// revision is rolled back. Default: `600s` (Argo Rollouts' and Kubernetes' default).
+    #[serde(default = "six_hundred_seconds")]
+    pub progress_deadline: Duration,
+    /// Jobs run to completion with the *new* image before any task is replaced (for example
+    /// `python manage.py migrate`). A failing job rolls back before anything was replaced.
+    #[serde(default)]
+    pub pre_deploy: Vec<PreDeployJob>,
+    /// Services of the same desired state that must finish rolling out before this one starts
+    /// (e.g. celery after web). Default: none.
+    #[serde(default)]
+    #[schemars(with = "Vec<ResourceName>")]
+    pub depends_on: Vec<Spanned<ResourceName>>,
+}
+
+/// An HTTP health check of the new version.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// URL to GET, through a published port, e.g. `http://127.0.0.1:8000/api/v1/health/`.
+    pub url: String,
+    /// Expected HTTP status. Default: 200.
+    #[serde(default = "http_ok")]
+    pub expect_status: u16,
+    /// Time between probes. Default: `2s`.
+    #[serde(default = "two_seconds")]
+    pub interval: Duration,
+    /// Per-probe timeout. Default: `1s`.
+    #[serde(default = "one_second")]
+    pub timeout: Duration,
+    /// Consecutive successes needed to pass. Default: 1 (Kubernetes' default).
+    #[serde(default = "one")]
+    pub success_threshold: u32,
+    /// Consecutive failures that fail the rollout. Default: 3 (Kubernetes' default).
+    #[serde(default = "three")]
+    pub failure_threshold: u32,
+}
+
+/// Prometheus analysis, with Argo Rollouts' semantics and defaults.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Analysis {
+    /// Prometheus base URL, e.g. `http://127.0.0.1:9090`.
+    pub prometheus: String,
+    /// Time between measurements. Default: `5s`.
+    #[serde(default = "five_seconds")]
+    pub interval: Duration,
+    /// Measurements to take. Default: 3.
+    #[serde(default = "three")]
+    pub count: u32,
+    /// Failed measurements tolerated; one more fails the analysis. Default: 0.
+    #[serde(default)]
+    pub failure_limit: u32,
+    /// Inconclusive measurements (empty or NaN results) tolerated; one more makes the analysis
+    /// Inconclusive, which pauses the rollout for a human decision. Default: 0.
+    #[serde(default)]
+    pub inconclusive_limit: u32,
+    /// Consecutive query errors (e.g. Prometheus unreachable) tolerated; one more fails the
+    /// analysis. Default: 4.
+    #[serde(default = "four")]
+    pub consecutive_error_limit: u32,
+    /// Queries and their conditions; every one must pass.
+    pub metrics: Vec<AnalysisMetric>,
+}
+
+/// One PromQL query. Conditions compare `result` with a number: `result < 0.05`,
+/// `result >= 1`; `&&` and `||` combine comparisons.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AnalysisMetric {
+    pub name: String,
+    /// Instant query; must return a scalar or a single-sample vector.
+    pub query: String,
+    /// Measurement is Successful when true. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_condition: Option<Condition>,
+    /// Measurement is Failed when true (checked first). Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_condition: Option<Condition>,
+}
+
+/// A job run once per revision before the service's tasks are replaced.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PreDeployJob {
+    /// Job name, unique within the service.
+    pub name: ResourceName,
+    /// Replaces the image's ENTRYPOINT. Default: the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's CMD. Default: the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// Longest run before the job counts as failed. Default: `300s`.
+    #[serde(default = "three_hundred_seconds")]
+    pub timeout: Duration,
 }
 
 /// One environment variable: exactly one of `value` or `valueFrom`.
@@ -305,6 +414,39 @@ impl Default for RollbackPolicy {
 
 fn one() -> u32 {
     1
+}
+
+fn three() -> u32 {
+    3
+}
+
+fn four() -> u32 {
+    4
+}
+
+fn http_ok() -> u16 {
+    200
+}
+
+fn one_second() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn two_seconds() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn thirty_seconds() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Argo Rollouts' and Kubernetes Deployments' default progress deadline.
+fn six_hundred_seconds() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn three_hundred_seconds() -> Duration {
+    Duration::from_secs(300)
 }
 
 /// Swarm's default monitor window is 5 s.

@@ -15,6 +15,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
+use std::collections::BTreeMap;
+
+use steward_plan::rollout::{Outcome, Revision};
 use steward_plan::status::{EventRecord, EventType, NewEvent, ResourceStatus};
 use time::OffsetDateTime;
 
@@ -33,6 +36,9 @@ pub const FOLD_WINDOW: time::Duration = time::Duration::minutes(10);
 
 /// How long a statement waits for another connection's lock before failing with
 /// "database is locked". Writes are short, so this is only ever reached if something is wrong.
+/// Revisions kept per service: the issue asks for at least 10; twice that costs little.
+pub const REVISIONS_KEPT: u64 = 20;
+
 pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Optional filters for [`Store::events`]; all unset returns every event.
@@ -406,6 +412,111 @@ impl Store {
         .and_then(|mut s| s.execute([key, value]))
         .map(drop)
         .map_err(self.sql_err("writing metadata"))
+    }
+
+    /// Appends a revision to its service's history, numbering it; keeps the newest
+    /// [`REVISIONS_KEPT`]. Returns the number given.
+    pub fn add_revision(&self, rev: &Revision) -> Result<u64, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(self.sql_err("starting a revision write"))?;
+        let number: u64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(number), 0) + 1 FROM revisions WHERE service = ?1",
+                [&rev.service],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(self.sql_err("numbering a revision"))? as u64;
+        let mut stored = rev.clone();
+        stored.number = number;
+        let json = serde_json::to_string(&stored).map_err(|source| StoreError::Json {
+            path: self.path.clone(),
+            operation: "encoding a revision",
+            source,
+        })?;
+        tx.execute(
+            "INSERT INTO revisions (service, number, spec_hash, outcome, created, revision) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            rusqlite::params![rev.service, number as i64, rev.spec_hash, format!("{:?}", rev.outcome), rev.created_ms, json],
+        )
+        .map_err(self.sql_err("writing a revision"))?;
+        tx.execute(
+            "DELETE FROM revisions WHERE service = ?1 AND number <= ?2",
+            rusqlite::params![rev.service, number as i64 - REVISIONS_KEPT as i64],
+        )
+        .map_err(self.sql_err("trimming revision history"))?;
+        tx.commit().map_err(self.sql_err("committing a revision"))?;
+        Ok(number)
+    }
+
+    /// Sets the outcome of the newest revision of `service` with `spec_hash`.
+    pub fn set_revision_outcome(&self, service: &str, spec_hash: &str, outcome: Outcome) -> Result<(), StoreError> {
+        let Some(mut rev) = self
+            .revisions(service)?
+            .into_iter()
+            .find(|r| r.spec_hash == spec_hash)
+        else {
+            return Ok(());
+        };
+        rev.outcome = outcome;
+        let json = serde_json::to_string(&rev).map_err(|source| StoreError::Json {
+            path: self.path.clone(),
+            operation: "encoding a revision",
+            source,
+        })?;
+        let conn = self.lock();
+        conn.execute(
+            "UPDATE revisions SET outcome = ?1, revision = ?2 WHERE service = ?3 AND number = ?4",
+            rusqlite::params![format!("{outcome:?}"), json, service, rev.number as i64],
+        )
+        .map(drop)
+        .map_err(self.sql_err("updating a revision outcome"))
+    }
+
+    /// History of one service, newest first.
+    pub fn revisions(&self, service: &str) -> Result<Vec<Revision>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached("SELECT revision FROM revisions WHERE service = ?1 ORDER BY number DESC")
+            .map_err(self.sql_err("reading revisions"))?;
+        let rows = stmt
+            .query_map([service], |r| r.get::<_, String>(0))
+            .map_err(self.sql_err("reading revisions"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let text = row.map_err(self.sql_err("reading revisions"))?;
+            out.push(serde_json::from_str(&text).map_err(|source| StoreError::Json {
+                path: self.path.clone(),
+                operation: "decoding a revision",
+                source,
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// The newest known-good (Complete or Baseline) revision of every service.
+    pub fn last_good(&self) -> Result<BTreeMap<String, Revision>, StoreError> {
+        let services: Vec<String> = {
+            let conn = self.lock();
+            let mut stmt = conn
+                .prepare_cached("SELECT DISTINCT service FROM revisions")
+                .map_err(self.sql_err("listing revisions"))?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(self.sql_err("listing revisions"))?;
+            rows.collect::<Result<_, _>>().map_err(self.sql_err("listing revisions"))?
+        };
+        let mut out = BTreeMap::new();
+        for s in services {
+            if let Some(r) = self
+                .revisions(&s)?
+                .into_iter()
+                .find(|r| matches!(r.outcome, Outcome::Complete | Outcome::Baseline))
+            {
+                out.insert(s, r);
+            }
+        }
+        Ok(out)
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {

@@ -7,7 +7,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use crate::StoreError;
 
 /// The schema version this code reads and writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Version 1.
 ///
@@ -53,6 +53,20 @@ CREATE TABLE meta (
 ) WITHOUT ROWID;
 ";
 
+/// Version 2: revision history per service (steward's own: Swarm keeps one previous spec and
+/// every update overwrites it). The row's JSON holds the revision with secret values blanked.
+const V2: &str = "
+CREATE TABLE revisions (
+    service    TEXT    NOT NULL,
+    number     INTEGER NOT NULL,
+    spec_hash  TEXT    NOT NULL,
+    outcome    TEXT    NOT NULL,
+    created    INTEGER NOT NULL,
+    revision   TEXT    NOT NULL,
+    PRIMARY KEY (service, number)
+) WITHOUT ROWID;
+";
+
 /// Brings the schema up to [`SCHEMA_VERSION`]. Runs in an IMMEDIATE transaction so two
 /// processes opening a fresh file at the same time cannot both try to create the tables.
 pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
@@ -80,7 +94,11 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         tx.execute_batch(V1)
             .map_err(sql("creating the schema (version 1)"))?;
     }
-    // Future migrations: `if version < 2 { ... }`, each step in this same transaction.
+    if version < 2 {
+        tx.execute_batch(V2)
+            .map_err(sql("adding revision history (version 2)"))?;
+    }
+    // Future migrations: `if version < 3 { ... }`, each step in this same transaction.
     if version != SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(sql("recording the schema version"))?;

@@ -26,6 +26,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Run { ref paths, resync } => runtime()?.block_on(run(&cli, paths, resync)),
         Command::Status { output } => status(&cli, output),
         Command::Events { since, follow, output } => events(&cli, since, follow, output),
+        Command::History { ref service, output } => history(&cli, service, output),
+        Command::Rollback {
+            ref service,
+            to,
+            ref paths,
+            timeout,
+        } => runtime()?.block_on(rollback(&cli, service, to, paths, timeout)),
     }
 }
 
@@ -101,9 +108,14 @@ async fn apply(cli: &Cli, paths: &[PathBuf], timeout: Duration) -> anyhow::Resul
         eprintln!("desired state refused: nothing applied");
         return Ok(1);
     }
-    let mut ctl = Controller::new(swarm(cli)?, open_store(cli)?, paths.to_vec());
+    let ctl = Controller::new(swarm(cli)?, open_store(cli)?, paths.to_vec());
+    converge(ctl, timeout, true).await
+}
+
+/// Passes until converged, blocked, or out of time.
+async fn converge(mut ctl: Controller, timeout: Duration, print_plan: bool) -> anyhow::Result<u8> {
     let deadline = Instant::now() + timeout;
-    let mut first = true;
+    let mut first = print_plan;
     loop {
         let outcome = ctl.pass().await;
         if first {
@@ -123,6 +135,12 @@ async fn apply(cli: &Cli, paths: &[PathBuf], timeout: Duration) -> anyhow::Resul
             return Ok(1);
         }
         if Instant::now() >= deadline {
+            let rollout = outcome
+                .rollout
+                .as_ref()
+                .filter(|r| !r.phase.is_terminal())
+                .map(|r| format!("rollout of generation {} still {}; ", r.generation, r.phase.as_str()))
+                .unwrap_or_default();
             let waiting: Vec<String> = outcome
                 .plan
                 .iter()
@@ -131,7 +149,7 @@ async fn apply(cli: &Cli, paths: &[PathBuf], timeout: Duration) -> anyhow::Resul
                 .chain(outcome.failed.iter().cloned())
                 .collect();
             eprintln!(
-                "timed out after {} waiting for convergence{}{}",
+                "timed out after {} waiting for convergence: {rollout}{}{}",
                 humantime::format_duration(timeout),
                 if waiting.is_empty() { "" } else { ": " },
                 waiting.join("; ")
@@ -141,6 +159,82 @@ async fn apply(cli: &Cli, paths: &[PathBuf], timeout: Duration) -> anyhow::Resul
         let wait = outcome.requeue_after.unwrap_or(Duration::from_millis(500)).max(Duration::from_millis(100));
         tokio::time::sleep(wait.min(deadline.saturating_duration_since(Instant::now()))).await;
     }
+}
+
+async fn rollback(cli: &Cli, service: &str, to: Option<u64>, paths: &[PathBuf], timeout: Duration) -> anyhow::Result<u8> {
+    let store = open_store(cli)?;
+    let paths: Vec<PathBuf> = if paths.is_empty() {
+        let recorded = store
+            .get_meta(steward_controller::META_PATHS)?
+            .context("no manifest paths recorded in the state file: pass --path")?;
+        serde_json::from_str::<Vec<String>>(&recorded)?.into_iter().map(PathBuf::from).collect()
+    } else {
+        paths.to_vec()
+    };
+    let mut ctl = Controller::new(swarm(cli)?, store, paths);
+    let target = match ctl.start_manual_rollback(service, to) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("rollback refused: {e}");
+            return Ok(1);
+        }
+    };
+    println!("rolling {service} back to revision {} ({})", target.number, target.image);
+    // Converged here means the rollback finished: the rollout is RolledBack, which `converge`
+    // reports as blocking; that is the expected end state of a manual rollback.
+    let deadline = Instant::now() + timeout;
+    loop {
+        let outcome = ctl.pass().await;
+        match outcome.rollout.as_ref().map(|r| r.phase) {
+            Some(steward_plan::rollout::Phase::RolledBack) => {
+                println!("rolled back: {service} runs revision {} ({}); pinned until the desired state changes", target.number, target.image);
+                return Ok(0);
+            }
+            _ if Instant::now() >= deadline => {
+                eprintln!("timed out after {} waiting for the rollback", humantime::format_duration(timeout));
+                return Ok(1);
+            }
+            _ => tokio::time::sleep(outcome.requeue_after.unwrap_or(Duration::from_millis(500)).clamp(Duration::from_millis(100), Duration::from_secs(1))).await,
+        }
+    }
+}
+
+fn history(cli: &Cli, service: &str, output: Format) -> anyhow::Result<u8> {
+    let store = open_store(cli)?;
+    let revs = store.revisions(service)?;
+    emit(
+        output,
+        || {
+            if revs.is_empty() {
+                return format!("no revisions recorded for {service}\n");
+            }
+            let rows: Vec<Vec<String>> = revs
+                .iter()
+                .map(|r| {
+                    let created = OffsetDateTime::from_unix_timestamp_nanos(i128::from(r.created_ms) * 1_000_000)
+                        .map(|t| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default())
+                        .unwrap_or_default();
+                    vec![
+                        r.number.to_string(),
+                        format!("{:?}", r.outcome),
+                        r.image.clone(),
+                        r.state.replicas.to_string(),
+                        r.spec_hash.clone(),
+                        format!("generation {}", r.generation),
+                        created,
+                    ]
+                })
+                .collect();
+            table(&["REVISION", "OUTCOME", "IMAGE", "REPLICAS", "SPEC HASH", "SOURCE", "CREATED"], &rows)
+        },
+        || {
+            serde_json::json!({ "service": service, "revisions": revs.iter().map(|r| serde_json::json!({
+                "revision": r.number, "outcome": format!("{:?}", r.outcome), "image": r.image,
+                "replicas": r.state.replicas, "specHash": r.spec_hash, "generation": r.generation, "createdMs": r.created_ms,
+            })).collect::<Vec<_>>() })
+        },
+    );
+    Ok(0)
 }
 
 async fn run(cli: &Cli, paths: &[PathBuf], resync: Duration) -> anyhow::Result<u8> {

@@ -80,6 +80,24 @@ pub enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
         output: Format,
     },
+    /// Revision history of a service, newest first.
+    History {
+        service: String,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Roll a service back by hand and pin it there until the desired state changes.
+    Rollback {
+        service: String,
+        /// Revision number (see `steward history`); default: the newest known-good one before the current.
+        #[arg(long)]
+        to: Option<u64>,
+        /// Manifests; default: those of the last reconcile recorded in the state file.
+        #[arg(long = "path")]
+        paths: Vec<PathBuf>,
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Print the JSON Schema of manifest documents.
     Schema,
 }
