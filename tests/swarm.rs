@@ -1,6 +1,5 @@
 //! `steward apply` / `plan` against the real single-node Swarm.
 
-use std::time::Duration;
 
 use steward_e2e::*;
 

@@ -481,13 +481,30 @@ mod term {
 // Entry point
 // ---------------------------------------------------------------------------
 
+fn migrate(fail: bool) -> ExitCode {
+    let version = std::env::var("DEMO_VERSION").unwrap_or_else(|_| "dev".into());
+    println!("Operations to perform: apply all migrations for version {version}");
+    println!("Applying taxes.0041_add_vehicle_index... OK");
+    if fail {
+        eprintln!("Applying taxes.0042_split_payments... FAILED: column \"amount\" contains null values");
+        return ExitCode::FAILURE;
+    }
+    println!("Applying taxes.0042_split_payments... OK");
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // `migrate` stands in for `python manage.py migrate`, the pre-deploy job of the operations
+    // guide: it prints what it applies and exits 0, or fails like a broken migration.
+    if args.first().map(String::as_str) == Some("migrate") {
+        return migrate(args.iter().skip(1).any(|a| a == "--fail"));
+    }
     let healthcheck_mode = match args.as_slice() {
         [] => false,
         [flag] if flag == "--healthcheck" => true,
         _ => {
-            eprintln!("usage: demo-app [--healthcheck]");
+            eprintln!("usage: demo-app [--healthcheck | migrate [--fail]]");
             return ExitCode::from(2);
         }
     };

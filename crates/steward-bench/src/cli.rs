@@ -204,6 +204,11 @@ impl RunningSteward {
         std::fs::read_to_string(&self.log).map_or(0, |s| s.matches("pass done").count())
     }
 
+    /// The controller's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// Waits until at least `n` passes have finished.
     pub fn wait_passes(&mut self, n: usize, timeout: Duration) -> anyhow::Result<()> {
         let t = Instant::now();
@@ -279,4 +284,33 @@ pub fn clk_tck() -> u64 {
         .ok()
         .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
         .unwrap_or(100)
+}
+
+/// Why the controller woke, from the `woken` debug lines of its log: (events for services in
+/// `names`, events for other services, re-subscription wake-ups, manifest changes).
+pub fn wake_reasons(log: &str, names: &[String]) -> (usize, usize, usize, usize) {
+    let (mut own, mut other, mut resub, mut files) = (0, 0, 0, 0);
+    for line in log.lines().filter(|l| l.contains(" woken")) {
+        if let Some(rest) = line.split("Swarm(\"").nth(1) {
+            let name = rest.split('"').next().unwrap_or("");
+            if name.is_empty() {
+                resub += 1;
+            } else if names.iter().any(|n| n == name) {
+                own += 1;
+            } else {
+                other += 1;
+            }
+        } else if line.contains("Files") {
+            files += 1;
+        }
+    }
+    (own, other, resub, files)
+}
+
+/// The 1-minute load average.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(String::from))
+        .unwrap_or_else(|| "?".into())
 }

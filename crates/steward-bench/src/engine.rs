@@ -30,6 +30,15 @@ impl Engine {
 
     /// `GET /v1.41{path}` and parse the JSON body. Errors on any non-2xx status.
     pub async fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let (status, body) = self.get_raw(path).await?;
+        if !(200..300).contains(&status) {
+            bail!("GET {path}: HTTP {status}: {}", String::from_utf8_lossy(&body).trim());
+        }
+        serde_json::from_slice(&body).with_context(|| format!("GET {path}: invalid JSON"))
+    }
+
+    /// `GET /v1.41{path}`: HTTP status and body, whatever the status.
+    pub async fn get_raw(&self, path: &str) -> anyhow::Result<(u16, Vec<u8>)> {
         let mut s = UnixStream::connect(&self.socket)
             .await
             .with_context(|| format!("cannot connect to {}", self.socket.display()))?;
@@ -47,11 +56,15 @@ impl Engine {
             .nth(1)
             .and_then(|c| c.parse().ok())
             .context("no HTTP status from the engine")?;
-        let body = &buf[split + 4..];
-        if !(200..300).contains(&status) {
-            bail!("GET {path}: HTTP {status}: {}", String::from_utf8_lossy(body).trim());
-        }
-        serde_json::from_slice(body).with_context(|| format!("GET {path}: invalid JSON"))
+        Ok((status, buf[split + 4..].to_vec()))
+    }
+
+    /// Times `GET /distribution/{image}/json`: the registry lookup `docker stack deploy` asks the
+    /// engine for, once per service, with the default `--resolve-image always`.
+    pub async fn time_distribution(&self, image: &str) -> anyhow::Result<(u16, std::time::Duration)> {
+        let t = std::time::Instant::now();
+        let (status, _) = self.get_raw(&format!("/distribution/{image}/json")).await?;
+        Ok((status, t.elapsed()))
     }
 
     /// `Spec.Mode.Replicated.Replicas` of one service.

@@ -46,7 +46,7 @@ struct Opts {
 }
 
 const USAGE: &str = "usage: steward-bench [--prefix bench-NAME] [--services 50] [--passes 20] [--deploy-runs 5] \
-[--drift-runs 10] [--idle-secs 60]\n\nRuns against the Docker engine at $DOCKER_HOST (default unix:///var/run/docker.sock), \
+[--drift-runs 10] [--idle-secs 60]\n\nRuns against the Docker engine at $DOCKER_HOST (default: the local Docker socket), \
 which must be a swarm manager with the image taxcollector-demo:v1 (scripts/demo-images.sh). \
 Markdown goes to stdout, progress to stderr.";
 
@@ -202,6 +202,7 @@ async fn steady_and_idle(ctx: &mut Ctx, out: &mut String) -> anyhow::Result<()> 
     }
 
     let before = versions(&names)?;
+    let load_before = cli::loadavg();
     let mut samples = Vec::new();
     for _ in 0..ctx.opts.passes {
         let (r0, w0) = (ctl.swarm.calls.reads(), ctl.swarm.calls.writes());
@@ -274,6 +275,7 @@ async fn steady_and_idle(ctx: &mut Ctx, out: &mut String) -> anyhow::Result<()> 
          was run and not counted.\n",
         fmt_secs(apply_time)
     )?;
+    writeln!(out, "1-minute load average just before the passes: {load_before}.\n")?;
     writeln!(out, "| measurement | N | median | p90 | min | max | Engine API reads / run | writes / run | `Version.Index` changed |")?;
     writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     let rr = |v: &[u64]| {
@@ -308,8 +310,18 @@ async fn steady_and_idle(ctx: &mut Ctx, out: &mut String) -> anyhow::Result<()> 
                 &format!("{n} service updates"),
                 &format!("{}/{n} per run ({})", c.changed.iter().max().unwrap_or(&0), changed_runs.join(", ")),
             )?;
+            let never_runs: Vec<String> = c.never_changed.iter().map(|x| x.to_string()).collect();
+            row(
+                out,
+                "`docker stack deploy --resolve-image never -c compose.yml` re-run, unchanged stack",
+                &c.never_ms,
+                "–",
+                &format!("{n} service updates"),
+                &format!("{}/{n} per run ({})", c.never_changed.iter().max().unwrap_or(&0), never_runs.join(", ")),
+            )?;
             writeln!(out)?;
             let dmed = median(&c.deploy_ms);
+            let nmed = median(&c.never_ms);
             writeln!(
                 out,
                 "Ratio docker-stack-deploy / steward pass (medians): **{:.1}×** ({} / {}). \
@@ -320,6 +332,25 @@ async fn steady_and_idle(ctx: &mut Ctx, out: &mut String) -> anyhow::Result<()> 
                 dmed / apply_med,
                 fmt_ms(dmed),
                 fmt_ms(apply_med)
+            )?;
+            writeln!(
+                out,
+                "Without the registry lookups (`--resolve-image never`): {:.1}× the in-process pass ({} / {}), \
+                 {:.1}× the `steward apply` process.\n",
+                nmed / pass_med,
+                fmt_ms(nmed),
+                fmt_ms(pass_med),
+                nmed / apply_med
+            )?;
+            let slow = c.lookup_ms.iter().filter(|x| **x > 1000.0).count();
+            writeln!(
+                out,
+                "Registry lookup through the engine (`GET /distribution/{IMAGE}/json`, what the default deploy asks \
+                 once per service): {} lookups, HTTP {}, median {}, max {}, {slow} took over 1 s.\n",
+                c.lookup_ms.len(),
+                c.lookup_status,
+                fmt_ms(median(&c.lookup_ms)),
+                fmt_ms(max(&c.lookup_ms)),
             )?;
             writeln!(
                 out,
@@ -346,6 +377,8 @@ async fn steady_and_idle(ctx: &mut Ctx, out: &mut String) -> anyhow::Result<()> 
     writeln!(out, "Per-pass wall times (ms, in order): {}.\n", list(&pass_ms))?;
     if let Ok(c) = &compose {
         writeln!(out, "Per-run `docker stack deploy` times (ms, in order): {}.\n", list(&c.deploy_ms))?;
+        writeln!(out, "Per-run `docker stack deploy --resolve-image never` times (ms, in order): {}.\n", list(&c.never_ms))?;
+        writeln!(out, "Registry lookup times (ms, in order): {}.\n", list(&c.lookup_ms))?;
     }
 
     match idle {
@@ -364,7 +397,17 @@ async fn steady_and_idle(ctx: &mut Ctx, out: &mut String) -> anyhow::Result<()> 
                 100.0 * i.cpu_secs / i.window.as_secs_f64()
             )?;
             writeln!(out, "| CPU from process start to window end | {:.2} s |", i.cpu_total_secs)?;
+            let (own, other, resub, files) = i.wakes;
             writeln!(out, "| reconcile passes in window | {} |", i.passes)?;
+            writeln!(
+                out,
+                "| … woken by Swarm events of this stack / of other services / event re-subscription / manifest changes | {own} / {other} / {resub} / {files} |"
+            )?;
+            writeln!(
+                out,
+                "| … not woken by an event (resync timer, 30 s default) | {} |",
+                i.passes.saturating_sub(own + other + resub + files)
+            )?;
             writeln!(out, "| `Version.Index` changed during the window | {}/{n} |", i.changed)?;
             writeln!(out)?;
         }
@@ -382,6 +425,8 @@ struct IdleOut {
     cpu_secs: f64,
     cpu_total_secs: f64,
     passes: usize,
+    /// (own-stack service events, other services' events, re-subscriptions, manifest changes)
+    wakes: (usize, usize, usize, usize),
     changed: usize,
 }
 
@@ -396,6 +441,7 @@ async fn idle(ctx: &mut Ctx, state: &Path, dir: &Path, names: &[String]) -> anyh
     progress!("idle: steward run (pid {pid}) did its first pass after {}; sampling {}", fmt_secs(settle), fmt_secs(ctx.opts.idle));
     let tck = cli::clk_tck() as f64;
     let passes0 = run.passes();
+    let log0 = run.log_text().len();
     let cpu0 = cli::cpu_ticks(pid)?;
     let rss_start = cli::rss_kib(pid)?;
     let w0 = Instant::now();
@@ -411,6 +457,7 @@ async fn idle(ctx: &mut Ctx, state: &Path, dir: &Path, names: &[String]) -> anyh
     let cpu1 = cli::cpu_ticks(pid)?;
     let window = w0.elapsed();
     let passes = run.passes() - passes0;
+    let wakes = cli::wake_reasons(run.log_text().get(log0..).unwrap_or(""), names);
     run.stop(Duration::from_secs(10))?;
     let after = versions(names)?;
     let changed = changed(&before, &after);
@@ -426,6 +473,7 @@ async fn idle(ctx: &mut Ctx, state: &Path, dir: &Path, names: &[String]) -> anyh
         cpu_secs: (cpu1 - cpu0) as f64 / tck,
         cpu_total_secs: cpu1 as f64 / tck,
         passes,
+        wakes,
         changed,
     })
 }
@@ -435,6 +483,11 @@ struct ComposeOut {
     until_running: Duration,
     deploy_ms: Vec<f64>,
     changed: Vec<usize>,
+    never_ms: Vec<f64>,
+    never_changed: Vec<usize>,
+    /// Timed registry lookups through the engine (what the default deploy does per service).
+    lookup_ms: Vec<f64>,
+    lookup_status: u16,
     tasks_before: usize,
     tasks_after: usize,
     warned_digest: bool,
@@ -462,13 +515,34 @@ async fn compose(ctx: &mut Ctx) -> anyhow::Result<ComposeOut> {
     let mut deploy_ms = Vec::new();
     let mut changed_runs = Vec::new();
     let mut warned_digest = true;
-    for _ in 0..ctx.opts.deploy_runs {
+    for i in 0..ctx.opts.deploy_runs {
         let before = versions(&names)?;
         let (dt, stderr) = docker_timed(&["stack", "deploy", "-c", file_s, &stack])?;
         let after = versions(&names)?;
         deploy_ms.push(ms(dt));
         changed_runs.push(changed(&before, &after));
         warned_digest &= stderr.contains("could not be accessed on a registry");
+        progress!("docker stack deploy re-run {}: {}", i + 1, fmt_ms(ms(dt)));
+    }
+    // The same without the per-service registry lookup.
+    let mut never_ms = Vec::new();
+    let mut never_changed = Vec::new();
+    for _ in 0..ctx.opts.deploy_runs {
+        let before = versions(&names)?;
+        let (dt, _) = docker_timed(&["stack", "deploy", "--resolve-image", "never", "-c", file_s, &stack])?;
+        let after = versions(&names)?;
+        never_ms.push(ms(dt));
+        never_changed.push(changed(&before, &after));
+    }
+    progress!("docker stack deploy --resolve-image never: median {}", fmt_ms(median(&never_ms)));
+    // The registry lookup alone, as the engine answers it here (bounded: 20 lookups or 20 s).
+    let mut lookup_ms = Vec::new();
+    let mut lookup_status = 0;
+    let t = Instant::now();
+    while lookup_ms.len() < 20 && t.elapsed() < Duration::from_secs(20) {
+        let (status, dt) = ctx.engine.time_distribution(IMAGE).await?;
+        lookup_status = status;
+        lookup_ms.push(ms(dt));
     }
     // Give Swarm a moment to act on the updates (it would replace tasks if the spec changed).
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -483,6 +557,10 @@ async fn compose(ctx: &mut Ctx) -> anyhow::Result<ComposeOut> {
         until_running,
         deploy_ms,
         changed: changed_runs,
+        never_ms,
+        never_changed,
+        lookup_ms,
+        lookup_status,
         tasks_before,
         tasks_after,
         warned_digest,
@@ -683,7 +761,7 @@ async fn main() -> ExitCode {
 
     let mut out = String::new();
     let _ = writeln!(out, "<!-- steward-bench, prefix {prefix} -->\n");
-    let _ = writeln!(out, "Machine: {machine}\n");
+    let _ = writeln!(out, "Machine: {machine} 1-minute load average at start: {}.\n", cli::loadavg());
     let mut errors: BTreeMap<&str, String> = BTreeMap::new();
     if let Err(e) = steady_and_idle(&mut ctx, &mut out).await {
         errors.insert("steady state", format!("{e:#}"));
@@ -695,7 +773,7 @@ async fn main() -> ExitCode {
     cleanup(&prefix);
     let _ = std::fs::remove_dir_all(&work);
 
-    let _ = writeln!(out, "Whole run: {}.", fmt_secs(ctx.started.elapsed()));
+    let _ = writeln!(out, "Whole run: {}; 1-minute load average at the end: {}.", fmt_secs(ctx.started.elapsed()), cli::loadavg());
     print!("{out}");
     for (section, e) in &errors {
         eprintln!("steward-bench: {section} failed: {e}");

@@ -9,5 +9,5 @@ mod run;
 
 pub use backoff::Backoff;
 pub use pass::{Controller, PassOutcome, META_PATHS, META_ROLLOUT};
-pub use prepare::{prepare, PrepareError};
+pub use prepare::{desired_hash, prepare, PrepareError};
 pub use run::{run, RunOptions};

@@ -192,7 +192,10 @@ impl Controller {
             Observed::Unknown { .. } => Default::default(),
         };
         let effective = rollout::effective(&desired, active.as_ref(), &observed_map);
-        let the_plan = plan(&effective, &observed);
+        let mut the_plan = plan(&effective, &observed);
+        if let Some(r) = &active {
+            rollout::annotate(&mut the_plan, r);
+        }
         self.record_status(&effective, &observed, &the_plan, now, invalid.as_deref(), active.as_ref());
 
         let mut outcome = PassOutcome {
@@ -236,7 +239,8 @@ impl Controller {
         for h in &the_plan.held {
             let object = object_of(&h.name);
             match &h.hold {
-                Hold::AwaitingConvergence { .. } | Hold::WaitingOn { .. } => {}
+                // The rollout reports these itself (RolledBack, AnalysisInconclusive).
+                Hold::AwaitingConvergence { .. } | Hold::WaitingOn { .. } | Hold::RevisionRejected { .. } => {}
                 Hold::Orphaned => self.event(EventType::Warning, h.hold.reason(), &object, h.hold.message(&h.name)),
                 hold => {
                     self.event(EventType::Warning, hold.reason(), &object, hold.message(&h.name));

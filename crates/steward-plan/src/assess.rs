@@ -57,6 +57,16 @@ pub fn assess(desired: &Desired, observed: &Observed, plan: &Plan, now: OffsetDa
                 v(S::False, S::True, S::False, reason.as_str(), format!("updating {what}"))
             }
             (Some(Action::Remove { .. }), _) => v(S::False, S::True, S::False, "Pruning", format!("removing service {name}")),
+            // The last good version runs: it can be Ready while the revision is Degraded.
+            (None, Some(h)) if matches!(h.hold, Hold::RevisionRejected { .. }) => {
+                let converged = o.is_some_and(|o| convergence_hold(o).is_none_or(|c| matches!(c, Hold::UpdateFailed { .. })));
+                let msg = h.hold.message(name);
+                let mut verdict = v(S::False, S::False, S::True, h.hold.reason(), msg.clone());
+                if converged {
+                    verdict.ready = (S::True, "Converged".into(), msg);
+                }
+                verdict
+            }
             (None, Some(h)) => hold_verdict(&h.hold, name),
             (None, None) => {
                 let msg = match o {

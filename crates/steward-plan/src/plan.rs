@@ -118,6 +118,7 @@ impl Hold {
                 | Hold::ConflictNotReplicated
                 | Hold::UpdateFailed { .. }
                 | Hold::BackendUnknown { .. }
+                | Hold::RevisionRejected { .. }
         )
     }
 

@@ -389,6 +389,24 @@ pub fn effective(desired: &Desired, rollout: Option<&Rollout>, observed: &BTreeM
     out
 }
 
+/// Puts the rollout's view on a plan: Swarm's update failures on services the rollout is
+/// handling are not separate errors, and a rejected revision says so.
+pub fn annotate(plan: &mut crate::plan::Plan, r: &Rollout) {
+    let in_rollout = |n: &str| r.service(n).is_some();
+    plan.held.retain(|h| !(in_rollout(&h.name) && matches!(h.hold, Hold::UpdateFailed { .. })));
+    let cause = r.cause.clone().unwrap_or_default();
+    for s in &r.services {
+        let hold = match r.phase {
+            Phase::RolledBack => Hold::RevisionRejected { cause: cause.clone() },
+            Phase::Paused => Hold::WaitingOn {
+                what: format!("a decision (rollout paused: {cause})"),
+            },
+            _ => continue,
+        };
+        plan.held.push(crate::plan::Held { name: s.name.clone(), hold });
+    }
+}
+
 fn pending_what(r: &Rollout, name: &str) -> String {
     if r.phase == Phase::PreDeploy {
         let left: Vec<&str> = r.jobs.iter().filter(|j| !j.done).map(|j| j.job.as_str()).collect();

@@ -85,7 +85,23 @@ async fn plan(cli: &Cli, paths: &[PathBuf], output: Format) -> anyhow::Result<u8
     let names: Vec<&str> = desired.services.iter().map(|s| s.name.as_str()).collect();
     let observed = swarm.observe(&desired.stack, &names).await;
     let unknown = matches!(observed, steward_plan::Observed::Unknown { .. });
-    let p = steward_plan::plan(&desired, &observed);
+    // A rejected or in-flight rollout changes what "in sync" means; read it if there is state.
+    let rollout = if cli.state.exists() {
+        let store = open_store(cli)?;
+        let r = store.get_meta(steward_controller::META_ROLLOUT)?.and_then(|t| serde_json::from_str::<steward_plan::rollout::Rollout>(&t).ok());
+        r.filter(|r| r.desired_hash == steward_controller::desired_hash(&desired))
+    } else {
+        None
+    };
+    let observed_map = match &observed {
+        steward_plan::Observed::Known { services } => services.iter().map(|s| (s.name.clone(), s.clone())).collect(),
+        steward_plan::Observed::Unknown { .. } => Default::default(),
+    };
+    let effective = steward_plan::rollout::effective(&desired, rollout.as_ref(), &observed_map);
+    let mut p = steward_plan::plan(&effective, &observed);
+    if let Some(r) = &rollout {
+        steward_plan::rollout::annotate(&mut p, r);
+    }
     emit(output, || p.display(), || p.to_json());
     Ok(if unknown || p.errors().next().is_some() {
         1
