@@ -11,3 +11,12 @@ pub use backoff::Backoff;
 pub use pass::{Controller, PassOutcome, META_PATHS, META_ROLLOUT};
 pub use prepare::{desired_hash, prepare, PrepareError};
 pub use run::{run, RunOptions};
+
+/// A request from outside the loop (HTTP API, git webhook) to look again now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// Reconcile now (`POST /api/v1/sync`).
+    Sync,
+    /// Fetch the git source, then reconcile (a push webhook).
+    Fetch,
+}
