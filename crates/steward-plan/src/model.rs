@@ -233,6 +233,24 @@ impl DesiredService {
     }
 }
 
+/// Hash of the fields whose change makes Swarm replace tasks (image, command, args, env, ports,
+/// resources). Service labels, replicas and update/rollback policies change without replacing
+/// any task, so there is nothing new to verify. Secret values are included: the hash never
+/// reveals them, and a rotated secret does replace tasks.
+pub fn task_hash(state: &ServiceState) -> String {
+    let json = serde_json::to_vec(&(
+        &state.image,
+        &state.command,
+        &state.args,
+        &state.env,
+        &state.ports,
+        &state.limits,
+        &state.reservations,
+    ))
+    .expect("state serializes");
+    hex::encode(&Sha256::digest(&json)[..8])
+}
+
 /// Short content hash of what is written: the state and which env values are secret (the
 /// `steward.io/secret-env` label). First 16 hex digits of SHA-256 over their JSON.
 pub fn state_hash(state: &ServiceState, secret_env: &BTreeSet<String>) -> String {

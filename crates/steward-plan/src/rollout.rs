@@ -38,6 +38,10 @@ pub struct Revision {
     pub outcome: Outcome,
     pub state: ServiceState,
     pub secret_env: BTreeSet<String>,
+    /// [`task_hash`] of the full state (secrets included); empty in records that predate it,
+    /// which then count as replacing tasks.
+    #[serde(default)]
+    pub task_hash: String,
 }
 
 impl Revision {
@@ -58,6 +62,7 @@ impl Revision {
             outcome,
             state,
             secret_env: d.secret_env.clone(),
+            task_hash: task_hash(&d.state),
         }
     }
 
@@ -148,7 +153,8 @@ pub struct ServiceRollout {
     pub from: Option<Revision>,
     pub phase: SvcPhase,
     pub phase_started_ms: i64,
-    /// Only replicas changed: nothing is replaced, so there is nothing to verify.
+    /// No task is replaced (replicas, service labels or policies changed): there is nothing new
+    /// to verify and Swarm runs no rolling update.
     pub scale_only: bool,
     pub health: HealthTally,
     pub analysis: AnalysisTally,
@@ -269,13 +275,6 @@ pub fn job_swarm_name(service: &str, job: &str, hash: &str) -> String {
     format!("{head}{suffix}")
 }
 
-/// True when two states (secret values blanked in both) differ in replicas only.
-fn only_replicas_differ(a: &ServiceState, b: &ServiceState) -> bool {
-    let mut b2 = b.clone();
-    b2.replicas = a.replicas;
-    a.replicas != b.replicas && &b2 == a
-}
-
 /// Starts a rollout for the services whose desired spec differs from their last known-good
 /// revision. `None` when nothing changed.
 pub fn begin(desired: &Desired, desired_hash: &str, last_good: &BTreeMap<String, Revision>, now_ms: i64) -> Option<Rollout> {
@@ -286,15 +285,7 @@ pub fn begin(desired: &Desired, desired_hash: &str, last_good: &BTreeMap<String,
         if from.is_some_and(|r| r.spec_hash == d.spec_hash) {
             continue;
         }
-        let scale_only = from.is_some_and(|r| {
-            let mut blank = d.state.clone();
-            for k in &d.secret_env {
-                if let Some(v) = blank.env.get_mut(k) {
-                    v.clear();
-                }
-            }
-            only_replicas_differ(&r.state, &blank) && r.secret_env == d.secret_env
-        });
+        let scale_only = from.is_some_and(|r| !r.task_hash.is_empty() && r.task_hash == task_hash(&d.state));
         if !scale_only {
             for j in &d.rollout.pre_deploy {
                 jobs.push(JobRecord {
@@ -433,6 +424,25 @@ pub fn step(r: &mut Rollout, desired: &Desired, obs: &Observations) -> StepOutpu
     match r.phase {
         Phase::Complete | Phase::RolledBack | Phase::Paused => return out,
         Phase::PreDeploy => {
+            let deadline = r
+                .jobs
+                .iter()
+                .map(|j| policy(&j.service).progress_deadline_ms)
+                .max()
+                .unwrap_or(i64::MAX);
+            if now - r.phase_started_ms > deadline {
+                let running = r.jobs.iter().find(|j| !j.done).cloned();
+                if let Some(j) = &running {
+                    out.remove_jobs.push(j.swarm_name.clone());
+                }
+                let cause = format!(
+                    "progress deadline {}s exceeded in pre-deploy{}",
+                    deadline / 1000,
+                    running.map(|j| format!(" (job {}/{} not finished)", j.service, j.job)).unwrap_or_default()
+                );
+                reject_before_any_write(r, cause, now, &mut out);
+                return out;
+            }
             step_jobs(r, desired, obs, &mut out);
             if r.phase == Phase::PreDeploy && r.jobs.iter().all(|j| j.done) {
                 r.phase = Phase::Updating;
@@ -492,9 +502,20 @@ pub fn step(r: &mut Rollout, desired: &Desired, obs: &Observations) -> StepOutpu
                     }
                 }
                 let written = o.is_some_and(|o| o.spec_hash.as_deref() == Some(s.to_hash.as_str()));
+                // Swarm clears the update status on every write and counts old tasks as running
+                // until it replaces them: when tasks are to be replaced, only an update Swarm
+                // started after this phase began and completed counts as done.
+                let needs_update = !s.scale_only && s.from.is_some();
+                let phase_start = s.phase_started_ms;
                 let settled = o.is_some_and(|o| {
-                    o.running_tasks == Some(replicas)
-                        && o.update_status.as_ref().is_none_or(|u| u.state == UpdateState::Completed)
+                    let status_ok = match &o.update_status {
+                        None => !needs_update,
+                        Some(u) => {
+                            u.state == UpdateState::Completed
+                                && (!needs_update || u.started_at_ms.is_none_or(|t| t + CLOCK_SKEW_MS >= phase_start))
+                        }
+                    };
+                    o.running_tasks == Some(replicas) && status_ok
                 });
                 if written && settled {
                     let verify = !s.scale_only && (p.health.is_some() || p.analysis.is_some());
@@ -528,6 +549,7 @@ pub fn step(r: &mut Rollout, desired: &Desired, obs: &Observations) -> StepOutpu
                         }
                         Verdict::Inconclusive(cause) => {
                             r.phase = Phase::Paused;
+                            r.phase_started_ms = now;
                             r.cause = Some(format!("{}: {cause}", s.name));
                             out.events.push(RolloutEvent {
                                 warning: true,
@@ -645,7 +667,7 @@ fn verify_service(s: &mut ServiceRollout, p: &RolloutPolicy, obs: &Observations)
                 }
             }
         }
-        if !errors.is_empty() {
+        if failed.is_empty() && !errors.is_empty() {
             s.analysis.error_streak += 1;
             s.analysis.last_detail = errors.join("; ");
             if s.analysis.error_streak > a.consecutive_error_limit {
@@ -655,7 +677,9 @@ fn verify_service(s: &mut ServiceRollout, p: &RolloutPolicy, obs: &Observations)
                 )));
             }
         } else {
-            s.analysis.error_streak = 0;
+            // A failed metric counts at once even if another metric of the round errored
+            // (Argo Rollouts keeps each metric's tally separately).
+            s.analysis.error_streak = if errors.is_empty() { 0 } else { s.analysis.error_streak + 1 };
             s.analysis.measurements += 1;
             if !failed.is_empty() {
                 s.analysis.failed += 1;
@@ -731,7 +755,7 @@ pub fn next_due_ms(r: &Rollout, desired: &Desired) -> Option<i64> {
             if let Some(h) = &d.rollout.health {
                 consider(s.health.last_ms.unwrap_or(0) + h.interval.get().as_millis() as i64);
             }
-            if let Some(a) = &d.rollout.analysis {
+            if let Some(a) = d.rollout.analysis.as_ref().filter(|a| s.analysis.measurements < a.count) {
                 consider(s.analysis.last_ms.unwrap_or(0) + a.interval.get().as_millis() as i64);
             }
             consider(s.phase_started_ms + d.rollout.verify_window_ms);
@@ -756,21 +780,7 @@ fn step_jobs(r: &mut Rollout, desired: &Desired, obs: &Observations, out: &mut S
             object: obj(&j.service),
             message: format!("job {} failed: {cause}{}", j.job, if logs.is_empty() { String::new() } else { format!("\n--- logs ---\n{logs}") }),
         });
-        let c = format!("pre-deploy job {}/{} failed: {cause}", j.service, j.job);
-        r.cause = Some(c.clone());
-        // Nothing was replaced: every service is rolled back without a single write.
-        for s in &mut r.services {
-            s.phase = SvcPhase::RolledBack;
-            out.finished.push((s.name.clone(), s.to_hash.clone(), Outcome::RolledBack));
-        }
-        r.phase = Phase::RolledBack;
-        r.phase_started_ms = now;
-        out.events.push(RolloutEvent {
-            warning: true,
-            reason: "RolledBack",
-            object: format!("Rollout/{}", r.generation),
-            message: format!("generation {} rejected, no service was changed: {c}", r.generation),
-        });
+        reject_before_any_write(r, format!("pre-deploy job {}/{} failed: {cause}", j.service, j.job), now, out);
     };
     match obs.jobs.get(&j.swarm_name).cloned().unwrap_or(JobObs::Missing) {
         JobObs::Missing if j.started_ms.is_none() => {
@@ -818,6 +828,23 @@ fn step_jobs(r: &mut Rollout, desired: &Desired, obs: &Observations, out: &mut S
     }
 }
 
+/// Rejects the revision while nothing has been replaced: no service is written at all.
+fn reject_before_any_write(r: &mut Rollout, cause: String, now: i64, out: &mut StepOutput) {
+    r.cause = Some(cause.clone());
+    for s in &mut r.services {
+        s.phase = SvcPhase::RolledBack;
+        out.finished.push((s.name.clone(), s.to_hash.clone(), Outcome::RolledBack));
+    }
+    r.phase = Phase::RolledBack;
+    r.phase_started_ms = now;
+    out.events.push(RolloutEvent {
+        warning: true,
+        reason: "RolledBack",
+        object: format!("Rollout/{}", r.generation),
+        message: format!("generation {} rejected, no service was changed: {cause}", r.generation),
+    });
+}
+
 /// Every service the revision changed returns to its previous good spec.
 pub fn start_rollback(r: &mut Rollout, name: &str, cause: &str, now_ms: i64, out: &mut StepOutput) {
     r.cause = Some(format!("{name}: {cause}"));
@@ -852,8 +879,12 @@ fn step_rolling_back(r: &mut Rollout, obs: &Observations, out: &mut StepOutput) 
         let done = match &s.from {
             None => o.is_none(),
             Some(rev) => o.is_some_and(|o| {
-                o.spec_hash.as_deref() == Some(rev.spec_hash.as_str())
-                    && o.running_tasks == Some(rev.state.replicas)
+                // The restored spec carries the secrets that run now: its hash differs from the
+                // revision's own when a secret was rotated in between.
+                let restored = rev.restore(Some(&o.state), None, RolloutPolicy::none()).map(|x| x.spec_hash);
+                let back = o.spec_hash.as_deref() == Some(rev.spec_hash.as_str())
+                    || (o.spec_hash.is_some() && o.spec_hash == restored);
+                back && o.running_tasks == Some(rev.state.replicas)
                     && o.update_status.as_ref().is_none_or(|u| u.state != UpdateState::Updating && u.state != UpdateState::RollbackStarted)
             }),
         };
