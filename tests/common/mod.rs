@@ -18,6 +18,10 @@ pub fn repo_root() -> PathBuf {
 pub fn steward_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        // A prebuilt binary (e.g. a release build being benchmarked) can be named explicitly.
+        if let Some(bin) = std::env::var_os("STEWARD_BIN") {
+            return PathBuf::from(bin);
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "-q", "-p", "steward", "--bin", "steward"])
@@ -216,10 +220,18 @@ impl World {
 
     /// Starts `steward run` on the manifests; killed when the world drops.
     pub fn spawn_run(&mut self, extra: &[&str]) -> usize {
+        let m = self.manifests();
+        let mut args = vec![m.to_str().unwrap(), "--resync", "60s"];
+        args.extend_from_slice(extra);
+        self.spawn_run_args(&args)
+    }
+
+    /// Starts `steward run ARGS...`; killed when the world drops.
+    pub fn spawn_run_args(&mut self, args: &[&str]) -> usize {
         let child = self
             .cmd()
-            .args(extra)
-            .args(["run", self.manifests().to_str().unwrap(), "--resync", "60s"])
+            .arg("run")
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(self.dir.path().join(format!("run-{}.log", self.children.len()))).unwrap()))
             .spawn()

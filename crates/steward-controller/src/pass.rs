@@ -27,6 +27,11 @@ const UNREACHABLE_RETRY: Duration = Duration::from_secs(1);
 const UNREACHABLE_RETRY_CAP: Duration = Duration::from_secs(30);
 
 const META_HASH: &str = "desired.hash";
+/// Source revision (git commit) of the desired state in force, and the newest one tried.
+pub const META_SOURCE_APPLIED: &str = "source.applied";
+pub const META_SOURCE_APPLIED_DESCRIBE: &str = "source.applied.describe";
+pub const META_SOURCE_ATTEMPTED: &str = "source.attempted";
+pub const META_SOURCE_ATTEMPTED_DESCRIBE: &str = "source.attempted.describe";
 /// Manifest paths of the last reconcile, so `steward rollback` finds the desired state.
 pub const META_PATHS: &str = "desired.paths";
 /// The active (or last) rollout, as JSON: it survives a controller restart at any point.
@@ -64,6 +69,19 @@ pub struct Controller {
     backend_down: bool,
     last_invalid: Option<String>,
     gatherer: Gatherer,
+    /// The source revision (git commit) the manifests came from, newest seen, as
+    /// `1a2b3c4 'subject' (author)`; `None` for plain directories.
+    source_attempted: Option<SourceRevision>,
+    /// The source revision of the desired state in force.
+    source_applied: Option<SourceRevision>,
+}
+
+/// A revision of the desired state's source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceRevision {
+    pub id: String,
+    /// `1a2b3c4 'scale web to 12' (Jane)`
+    pub describe: String,
 }
 
 fn object_of(name: &str) -> String {
@@ -82,10 +100,31 @@ impl Controller {
             backend_down: false,
             last_invalid: None,
             gatherer: Gatherer::default(),
+            source_attempted: None,
+            source_applied: None,
         }
     }
 
-    fn event(&self, type_: EventType, reason: &str, object: &str, message: String) {
+    /// Points the controller at another revision of its source (a new git commit). The next
+    /// pass validates it; an invalid one is refused whole and the last valid one stays.
+    pub fn set_source(&mut self, paths: Vec<PathBuf>, revision: Option<SourceRevision>) {
+        self.paths = paths;
+        self.source_attempted = revision;
+    }
+
+    pub fn stack_name(&self) -> String {
+        self.last_good.as_ref().map_or_else(|| "default".to_string(), |d| d.stack.clone())
+    }
+
+    pub fn source_applied(&self) -> Option<&SourceRevision> {
+        self.source_applied.as_ref()
+    }
+
+    pub fn source_attempted(&self) -> Option<&SourceRevision> {
+        self.source_attempted.as_ref()
+    }
+
+    pub fn event(&self, type_: EventType, reason: &str, object: &str, message: String) {
         match type_ {
             EventType::Normal => tracing::info!(reason, object, "{message}"),
             EventType::Warning => tracing::warn!(reason, object, "{message}"),
@@ -103,6 +142,10 @@ impl Controller {
 
     /// Loads the desired state. An invalid one is refused whole: the last good one stays in force.
     pub fn load_desired(&mut self) -> Result<Desired, String> {
+        if self.paths.is_empty() {
+            // Only with a git source that has not been fetched yet (reported as SourceUnavailable).
+            return Err("no desired state yet: the source has not been fetched".into());
+        }
         let paths: Vec<String> = self.paths.iter().map(|p| p.display().to_string()).collect();
         let _ = self.store.set_meta(META_PATHS, &serde_json::to_string(&paths).expect("paths serialize"));
         match prepare(&self.paths) {
@@ -132,23 +175,49 @@ impl Controller {
                 d.generation = generation;
                 self.last_invalid = None;
                 self.last_good = Some(d.clone());
+                if let Some(rev) = &self.source_attempted {
+                    let _ = self.store.set_meta(META_SOURCE_ATTEMPTED, &rev.id);
+                    let _ = self.store.set_meta(META_SOURCE_ATTEMPTED_DESCRIBE, &rev.describe);
+                }
+                if self.source_attempted.is_some() && self.source_applied != self.source_attempted {
+                    self.source_applied = self.source_attempted.clone();
+                    let rev = self.source_applied.clone().expect("set above");
+                    let _ = self.store.set_meta(META_SOURCE_APPLIED, &rev.id);
+                    let _ = self.store.set_meta(META_SOURCE_APPLIED_DESCRIBE, &rev.describe);
+                    self.event(
+                        EventType::Normal,
+                        "Applied",
+                        &format!("Stack/{}", d.stack),
+                        format!("Applied {} as generation {generation}", rev.describe),
+                    );
+                }
                 Ok(d)
             }
             Err(PrepareError::Invalid(errs)) => {
                 let text = errs.to_string();
-                if self.last_invalid.as_deref() != Some(text.as_str()) {
+                let key = format!("{}{text}", self.source_attempted.as_ref().map_or("", |r| r.id.as_str()));
+                if self.last_invalid.as_deref() != Some(key.as_str()) {
                     let stack = self.last_good.as_ref().map_or("default".to_string(), |d| d.stack.clone());
+                    let (reason, what) = match &self.source_attempted {
+                        Some(rev) => ("InvalidRevision", format!("revision {} refused", rev.describe)),
+                        None => ("InvalidDesiredState", "desired state refused".to_string()),
+                    };
+                    let kept = match (&self.last_good, &self.source_applied) {
+                        (Some(_), Some(rev)) => format!("; {} stays in force", rev.describe),
+                        (Some(_), None) => "; last valid state stays in force".to_string(),
+                        _ => String::new(),
+                    };
                     self.event(
                         EventType::Warning,
-                        "InvalidDesiredState",
+                        reason,
                         &format!("Stack/{stack}"),
-                        format!(
-                            "desired state refused, nothing applied{}: {}",
-                            if self.last_good.is_some() { "; last valid state stays in force" } else { "" },
-                            text.replace('\n', "; ")
-                        ),
+                        format!("{what}, nothing applied{kept}: {}", text.replace('\n', "; ")),
                     );
-                    self.last_invalid = Some(text.clone());
+                    if let Some(rev) = &self.source_attempted {
+                        let _ = self.store.set_meta(META_SOURCE_ATTEMPTED, &rev.id);
+                        let _ = self.store.set_meta(META_SOURCE_ATTEMPTED_DESCRIBE, &rev.describe);
+                    }
+                    self.last_invalid = Some(key.clone());
                 }
                 Err(text)
             }

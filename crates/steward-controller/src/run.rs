@@ -9,11 +9,78 @@ use futures_util::StreamExt;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
-use crate::pass::Controller;
+use steward_backends::git::{GitError, GitSource};
+use steward_plan::status::EventType;
+
+use crate::pass::{Controller, PassOutcome, SourceRevision};
+use crate::Wake;
 
 pub struct RunOptions {
     pub paths: Vec<PathBuf>,
     pub resync: Duration,
+    /// Desired state from git instead of (only) `paths`.
+    pub git: Option<GitSource>,
+    /// Poll interval of the git source.
+    pub git_interval: Duration,
+    /// Requests from the HTTP API and webhooks.
+    pub wake: Option<mpsc::Receiver<Wake>>,
+    /// Called after every pass (metrics, readiness).
+    pub after_pass: Option<Box<dyn FnMut(&Controller, &PassOutcome) + Send>>,
+}
+
+/// Git's side of the loop: what was last reported, so a failing remote is one event, not one
+/// per poll.
+#[derive(Default)]
+struct GitState {
+    failing: Option<String>,
+}
+
+fn fetch_git(ctl: &mut Controller, git: &mut GitSource, st: &mut GitState) {
+    let object = format!("Stack/{}", ctl.stack_name());
+    let result = tokio::task::block_in_place(|| git.fetch());
+    match result {
+        Ok(fetched) => {
+            if st.failing.take().is_some() {
+                ctl.event(EventType::Normal, "SourceRecovered", &object, format!("{} is reachable again", git.url));
+            }
+            let Some(f) = fetched else { return };
+            if let Some(old) = &f.force_pushed_from {
+                ctl.event(
+                    EventType::Warning,
+                    "ForcePushed",
+                    &object,
+                    format!(
+                        "branch {} was rewritten: {} is not an ancestor of {}",
+                        git.branch,
+                        &old[..old.len().min(7)],
+                        f.commit.short()
+                    ),
+                );
+            }
+            tracing::info!(commit = %f.commit.describe(), "new commit");
+            ctl.set_source(
+                vec![f.manifests],
+                Some(SourceRevision {
+                    id: f.commit.sha.clone(),
+                    describe: f.commit.describe(),
+                }),
+            );
+        }
+        Err(e) => {
+            let text = steward_backends::swarm::error_chain(&e);
+            if st.failing.as_deref() != Some(text.as_str()) {
+                let (reason, what) = match &e {
+                    GitError::PathMissing { .. } => ("PathMissing", "the manifest path is gone"),
+                    _ => ("SourceUnavailable", "the git source cannot be fetched"),
+                };
+                let kept = ctl
+                    .source_applied()
+                    .map_or_else(|| "nothing applied yet".to_string(), |r| format!("{} stays in force", r.describe));
+                ctl.event(EventType::Warning, reason, &object, format!("{what}; {kept}: {text}"));
+                st.failing = Some(text);
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -21,6 +88,8 @@ pub struct RunOptions {
 enum Trigger {
     Swarm(String),
     Files,
+    Sync,
+    Fetch,
 }
 
 /// Gathers a burst of triggers into one pass (a `docker stack`-sized change emits many events).
@@ -29,8 +98,36 @@ const DEBOUNCE: Duration = Duration::from_millis(50);
 const RESUBSCRIBE: Duration = Duration::from_millis(500);
 const RESUBSCRIBE_CAP: Duration = Duration::from_secs(30);
 
-pub async fn run(mut ctl: Controller, opts: RunOptions, shutdown: impl Future<Output = ()>) {
+pub async fn run(mut ctl: Controller, mut opts: RunOptions, shutdown: impl Future<Output = ()>) {
     let (tx, mut rx) = mpsc::channel::<Trigger>(1024);
+    let mut git_state = GitState::default();
+    if let Some(git) = opts.git.as_mut() {
+        // After a restart, the last applied commit is the last good state until a newer one
+        // proves valid.
+        if let Some(sha) = ctl.store.get_meta(crate::META_SOURCE_APPLIED).ok().flatten() {
+            if let Some(dir) = git.export_of(&sha) {
+                let describe = ctl.store.get_meta(crate::META_SOURCE_APPLIED_DESCRIBE).ok().flatten().unwrap_or_else(|| sha.clone());
+                ctl.set_source(vec![dir], Some(SourceRevision { id: sha, describe }));
+                let _ = ctl.load_desired();
+            }
+        }
+        fetch_git(&mut ctl, git, &mut git_state);
+    }
+    if let Some(mut wake) = opts.wake.take() {
+        let wtx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(w) = wake.recv().await {
+                let t = match w {
+                    Wake::Sync => Trigger::Sync,
+                    Wake::Fetch => Trigger::Fetch,
+                };
+                if wtx.send(t).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let mut next_fetch = tokio::time::Instant::now() + opts.git_interval;
 
     // Swarm events: any service change wakes the loop. Re-subscribes after a drop with `since`
     // so nothing in between is lost.
@@ -94,14 +191,28 @@ pub async fn run(mut ctl: Controller, opts: RunOptions, shutdown: impl Future<Ou
     tokio::pin!(shutdown);
     let mut next = Duration::ZERO;
     loop {
+        let mut fetch = false;
+        let until_fetch = next_fetch.saturating_duration_since(tokio::time::Instant::now());
+        let wait = if opts.git.is_some() { next.min(until_fetch) } else { next };
         tokio::select! {
             _ = &mut shutdown => break,
-            _ = tokio::time::sleep(next) => {}
+            _ = tokio::time::sleep(wait) => {}
             t = rx.recv() => {
                 tracing::debug!(trigger = ?t, "woken");
-                // Drain the burst.
-                tokio::time::sleep(DEBOUNCE).await;
-                while rx.try_recv().is_ok() {}
+                fetch |= matches!(t, Some(Trigger::Fetch));
+                // Drain the burst (a webhook must not wait for it: it asked for speed).
+                if !fetch {
+                    tokio::time::sleep(DEBOUNCE).await;
+                }
+                while let Ok(t) = rx.try_recv() {
+                    fetch |= matches!(t, Trigger::Fetch);
+                }
+            }
+        }
+        if let Some(git) = opts.git.as_mut() {
+            if fetch || tokio::time::Instant::now() >= next_fetch {
+                fetch_git(&mut ctl, git, &mut git_state);
+                next_fetch = tokio::time::Instant::now() + opts.git_interval;
             }
         }
         let started = std::time::Instant::now();
@@ -112,6 +223,9 @@ pub async fn run(mut ctl: Controller, opts: RunOptions, shutdown: impl Future<Ou
             converged = outcome.converged,
             "pass done"
         );
+        if let Some(f) = opts.after_pass.as_mut() {
+            f(&ctl, &outcome);
+        }
         next = outcome.requeue_after.unwrap_or(opts.resync).min(opts.resync);
     }
     events_task.abort();

@@ -23,7 +23,22 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Plan { ref paths, output } => runtime()?.block_on(plan(&cli, paths, output)),
         Command::Apply { ref paths, timeout } => runtime()?.block_on(apply(&cli, paths, timeout)),
-        Command::Run { ref paths, resync } => runtime()?.block_on(run(&cli, paths, resync)),
+        Command::Run {
+            ref paths,
+            resync,
+            ref git,
+            ref branch,
+            ref git_path,
+            interval,
+        } => {
+            let git = git.as_ref().map(|url| GitArgs {
+                url: url.clone(),
+                branch: branch.clone(),
+                path: git_path.clone(),
+                interval,
+            });
+            runtime()?.block_on(run(&cli, paths, resync, git))
+        }
         Command::Status { output } => status(&cli, output),
         Command::Events { since, follow, output } => events(&cli, since, follow, output),
         Command::History { ref service, output } => history(&cli, service, output),
@@ -253,16 +268,34 @@ fn history(cli: &Cli, service: &str, output: Format) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-async fn run(cli: &Cli, paths: &[PathBuf], resync: Duration) -> anyhow::Result<u8> {
+pub struct GitArgs {
+    url: String,
+    branch: String,
+    path: String,
+    interval: Duration,
+}
+
+async fn run(cli: &Cli, paths: &[PathBuf], resync: Duration, git: Option<GitArgs>) -> anyhow::Result<u8> {
     let store = open_store(cli)?;
     let ctl = Controller::new(swarm(cli)?, store, paths.to_vec());
     let state = cli.state.display();
+    let source = match &git {
+        Some(g) => format!("{} (branch {}, path {}, every {})", g.url, g.branch, g.path, humantime::format_duration(g.interval)),
+        None => paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "),
+    };
     eprintln!(
-        "steward: reconciling {} against {} (resync {}); status: `steward status --state {state}`, events: `steward events --follow --state {state}`",
-        paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "),
+        "steward: reconciling {source} against {} (resync {}); status: `steward status --state {state}`, events: `steward events --follow --state {state}`",
         cli.docker_host,
         humantime::format_duration(resync),
     );
+    let git_interval = git.as_ref().map_or(Duration::from_secs(60), |g| g.interval);
+    let git = git.map(|g| {
+        // One clone per remote and branch, beside the state file.
+        use sha2::Digest;
+        let key = hex::encode(&sha2::Sha256::digest(format!("{}\n{}", g.url, g.branch))[..8]);
+        let dir = cli.state.parent().unwrap_or(std::path::Path::new(".")).join("git").join(key);
+        steward_backends::git::GitSource::new(&g.url, &g.branch, &g.path, &dir)
+    });
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
@@ -276,6 +309,10 @@ async fn run(cli: &Cli, paths: &[PathBuf], resync: Duration) -> anyhow::Result<u
         RunOptions {
             paths: paths.to_vec(),
             resync,
+            git,
+            git_interval,
+            wake: None,
+            after_pass: None,
         },
         shutdown,
     )
@@ -296,6 +333,17 @@ fn ago(t: OffsetDateTime) -> String {
 fn status(cli: &Cli, output: Format) -> anyhow::Result<u8> {
     let store = open_store(cli)?;
     let all = store.statuses()?;
+    let meta = |k: &str| store.get_meta(k).ok().flatten();
+    let source = serde_json::json!({
+        "applied": meta(steward_controller::META_SOURCE_APPLIED_DESCRIBE),
+        "attempted": meta(steward_controller::META_SOURCE_ATTEMPTED_DESCRIBE),
+    });
+    let source_line = match (meta(steward_controller::META_SOURCE_APPLIED_DESCRIBE), meta(steward_controller::META_SOURCE_ATTEMPTED_DESCRIBE)) {
+        (Some(a), Some(t)) if a != t => format!("source: applied {a}; latest attempt {t} was refused\n"),
+        (Some(a), _) => format!("source: applied {a}\n"),
+        (None, Some(t)) => format!("source: latest attempt {t} was refused; nothing applied\n"),
+        _ => String::new(),
+    };
     emit(
         output,
         || {
@@ -331,12 +379,13 @@ fn status(cli: &Cli, output: Format) -> anyhow::Result<u8> {
             if rows.is_empty() {
                 return format!("no status recorded yet in {}\n", cli.state.display());
             }
-            table(
-                &["RESOURCE", "READY", "PROGRESSING", "DEGRADED", "REPLICAS", "IMAGE", "GEN", "RECONCILED", "REASON"],
-                &rows,
-            )
+            source_line.clone()
+                + &table(
+                    &["RESOURCE", "READY", "PROGRESSING", "DEGRADED", "REPLICAS", "IMAGE", "GEN", "RECONCILED", "REASON"],
+                    &rows,
+                )
         },
-        || serde_json::json!({ "items": all }),
+        || serde_json::json!({ "items": all, "source": source }),
     );
     Ok(0)
 }

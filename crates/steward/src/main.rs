@@ -58,11 +58,24 @@ pub enum Command {
     },
     /// Reconcile continuously until SIGINT/SIGTERM.
     Run {
-        #[arg(required = true)]
+        /// Manifest files or directories (not needed with --git).
+        #[arg(required_unless_present = "git")]
         paths: Vec<PathBuf>,
         /// Full re-read interval even without triggers.
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         resync: std::time::Duration,
+        /// Take the desired state from this git remote (file://, ssh or https), cloned under the
+        /// state file's directory; each new commit is reconciled.
+        #[arg(long)]
+        git: Option<String>,
+        #[arg(long, default_value = "main", requires = "git")]
+        branch: String,
+        /// Directory of the manifests inside the repository.
+        #[arg(long = "path", default_value = ".", requires = "git")]
+        git_path: String,
+        /// How often to fetch the remote (a push webhook fetches at once).
+        #[arg(long, default_value = "1m", value_parser = parse_duration)]
+        interval: std::time::Duration,
     },
     /// Conditions and replicas of every resource.
     Status {

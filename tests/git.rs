@@ -1,0 +1,147 @@
+//! `steward run --git`: the desired state from a git repository (a bare repository in a temp
+//! dir is the remote), against the real Swarm.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use steward_e2e::*;
+
+struct Repo {
+    bare: PathBuf,
+    work: PathBuf,
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git").current_dir(dir).args(args).output().expect("git");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl Repo {
+    fn new(w: &World) -> Repo {
+        let bare = w.dir.path().join("remote.git");
+        let work = w.dir.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        git(w.dir.path(), &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()]);
+        git(&work, &["init", "-q", "-b", "main"]);
+        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+        Repo { bare, work }
+    }
+
+    fn url(&self) -> String {
+        format!("file://{}", self.bare.display())
+    }
+
+    /// Commits `deploy/app.yaml` with `body` as Jane, pushes, returns the short sha.
+    fn commit(&self, body: &str, subject: &str) -> String {
+        std::fs::create_dir_all(self.work.join("deploy")).unwrap();
+        std::fs::write(self.work.join("deploy/app.yaml"), body).unwrap();
+        git(&self.work, &["add", "-A"]);
+        git(&self.work, &["-c", "user.name=Jane", "-c", "user.email=jane@example.invalid", "commit", "-q", "-m", subject]);
+        git(&self.work, &["push", "-q", "--force", "origin", "main"]);
+        git(&self.work, &["rev-parse", "--short=7", "HEAD"])
+    }
+}
+
+fn manifest(w: &World, replicas: u32) -> String {
+    format!("{}{}", w.stack_doc(false), w.service_doc("web", "taxcollector-demo:v1", replicas, ""))
+}
+
+fn event_with(w: &World, reason: &str, needle: &str) -> Option<serde_json::Value> {
+    w.events_json()
+        .into_iter()
+        .find(|e| e["reason"] == reason && e["message"].as_str().unwrap_or("").contains(needle))
+}
+
+#[test]
+fn commits_are_applied_invalid_ones_refused_and_problems_reported() {
+    if !require_swarm("commits_are_applied_invalid_ones_refused_and_problems_reported") {
+        return;
+    }
+    let mut w = World::new("git");
+    let web = w.svc("web");
+    let repo = Repo::new(&w);
+    let first = repo.commit(&manifest(&w, 1), "initial web");
+    let url = repo.url();
+    w.spawn_run_args(&["--git", &url, "--branch", "main", "--path", "deploy", "--interval", "1s"]);
+
+    let ev = wait_for("first commit applied", Duration::from_secs(60), || {
+        event_with(&w, "Applied", &format!("Applied {first} 'initial web' (Jane)"))
+    });
+    assert_eq!(ev["type"], "Normal");
+    wait_for("web running", Duration::from_secs(60), || (running(&web) == Some((1, 1))).then_some(()));
+
+    // A commit that scales is reconciled within one poll interval.
+    let scale = repo.commit(&manifest(&w, 2), "scale web to 2");
+    wait_for("scaled by the commit", Duration::from_secs(15), || (running(&web) == Some((2, 2))).then_some(()));
+    assert!(event_with(&w, "Applied", &format!("Applied {scale} 'scale web to 2' (Jane)")).is_some());
+
+    // An invalid commit is refused whole; the cluster is untouched; status shows both revisions.
+    let version = version_index(&web);
+    let bad = repo.commit(&manifest(&w, 3).replace("  replicas: 3", "  replicas: 3\n  replcas: 3"), "typo");
+    let ev = wait_for("InvalidRevision event", Duration::from_secs(15), || event_with(&w, "InvalidRevision", &bad));
+    let msg = ev["message"].as_str().unwrap();
+    assert!(msg.contains("app.yaml:") && msg.contains("replcas"), "{msg}");
+    assert!(msg.contains(&format!("{scale} 'scale web to 2' (Jane) stays in force")), "{msg}");
+    let st = w.status_json();
+    assert!(st["source"]["applied"].as_str().unwrap().starts_with(&scale), "{st}");
+    assert!(st["source"]["attempted"].as_str().unwrap().starts_with(&bad), "{st}");
+    assert_eq!(version_index(&web), version, "nothing of an invalid commit is applied");
+    assert_eq!(replicas(&web), Some(2));
+
+    // The fix is applied.
+    let fix = repo.commit(&manifest(&w, 3), "fix typo");
+    wait_for("fixed commit applied", Duration::from_secs(15), || (running(&web) == Some((3, 3))).then_some(()));
+    assert!(event_with(&w, "Applied", &fix).is_some());
+
+    // A force-pushed branch is followed and reported.
+    git(&repo.work, &["reset", "-q", "--hard", "HEAD~1"]);
+    let rewritten = repo.commit(&manifest(&w, 1), "rewrite history");
+    wait_for("ForcePushed event", Duration::from_secs(15), || event_with(&w, "ForcePushed", &rewritten));
+    wait_for("rewritten commit applied", Duration::from_secs(15), || (replicas(&web) == Some(1)).then_some(()));
+
+    // The manifest path deleted: reported, last good kept.
+    git(&repo.work, &["rm", "-q", "-r", "deploy"]);
+    std::fs::write(repo.work.join("README"), "moved").unwrap();
+    git(&repo.work, &["add", "-A"]);
+    git(&repo.work, &["-c", "user.name=Jane", "-c", "user.email=jane@example.invalid", "commit", "-q", "-m", "remove deploy"]);
+    git(&repo.work, &["push", "-q", "origin", "main"]);
+    wait_for("PathMissing event", Duration::from_secs(15), || event_with(&w, "PathMissing", "deploy"));
+    assert_eq!(replicas(&web), Some(1));
+    assert!(w.owned_services().contains(&web), "a deleted path removes nothing");
+
+    // Unreachable remote: reported once, last good kept, recovers.
+    let moved = w.dir.path().join("remote-away.git");
+    std::fs::rename(&repo.bare, &moved).unwrap();
+    wait_for("SourceUnavailable event", Duration::from_secs(15), || event_with(&w, "SourceUnavailable", "cannot be fetched"));
+    docker_ok(&["service", "scale", "-d", &format!("{web}=4")]);
+    wait_for("drift still corrected from the last good commit", Duration::from_secs(10), || {
+        (replicas(&web) == Some(1)).then_some(())
+    });
+    std::fs::rename(&moved, &repo.bare).unwrap();
+    wait_for("SourceRecovered event", Duration::from_secs(15), || event_with(&w, "SourceRecovered", ""));
+}
+
+#[test]
+fn restart_on_an_invalid_head_keeps_the_last_good_commit() {
+    if !require_swarm("restart_on_an_invalid_head_keeps_the_last_good_commit") {
+        return;
+    }
+    let mut w = World::new("gitrs");
+    let web = w.svc("web");
+    let repo = Repo::new(&w);
+    repo.commit(&manifest(&w, 2), "two replicas");
+    let url = repo.url();
+    let args = ["--git", url.as_str(), "--path", "deploy", "--interval", "1s"];
+    let first = w.spawn_run_args(&args);
+    wait_for("web 2/2", Duration::from_secs(60), || (running(&web) == Some((2, 2))).then_some(()));
+    assert!(w.stop(first).success());
+
+    let bad = repo.commit(&manifest(&w, 3).replace("replicas: 3", "replicas: many"), "break it");
+    w.spawn_run_args(&args);
+    wait_for("InvalidRevision after restart", Duration::from_secs(20), || event_with(&w, "InvalidRevision", &bad));
+    // The last good commit is still in force: drift is corrected toward it.
+    docker_ok(&["service", "scale", "-d", &format!("{web}=5")]);
+    wait_for("reverted to 2", Duration::from_secs(10), || (replicas(&web) == Some(2)).then_some(()));
+}
