@@ -226,6 +226,31 @@ impl Swarm {
             .map_err(|e| SwarmError::from_api("remove", name, 0, e))
     }
 
+    /// Rollout progress of a service: (tasks running `image`, tasks meant to run). One call.
+    pub async fn task_progress(&self, service: &str, image: &str) -> Result<(u64, u64), SwarmError> {
+        self.read();
+        let tasks = self
+            .docker
+            .list_tasks(Some(bollard::query_parameters::ListTasksOptions {
+                filters: Some(HashMap::from([
+                    ("service".to_string(), vec![service.to_string()]),
+                    ("desired-state".to_string(), vec!["running".to_string()]),
+                ])),
+            }))
+            .await
+            .map_err(|e| SwarmError::from_api("list tasks", service, 0, e))?;
+        let total = tasks.len() as u64;
+        let updated = tasks
+            .iter()
+            .filter(|t| {
+                let running = t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING);
+                let img = t.spec.as_ref().and_then(|s| s.container_spec.as_ref()).and_then(|c| c.image.as_deref());
+                running && img == Some(image)
+            })
+            .count() as u64;
+        Ok((updated, total))
+    }
+
     /// Swarm service events (create, update, remove), from `since` (unix seconds) when given.
     pub fn events(&self, since: Option<i64>) -> impl Stream<Item = Result<ServiceEvent, SwarmError>> + use<> {
         self.read();

@@ -74,6 +74,8 @@ pub struct Controller {
     source_attempted: Option<SourceRevision>,
     /// The source revision of the desired state in force.
     source_applied: Option<SourceRevision>,
+    /// Names of services this controller desires or owns, as of the last pass.
+    known: std::collections::BTreeSet<String>,
 }
 
 /// A revision of the desired state's source.
@@ -102,6 +104,7 @@ impl Controller {
             gatherer: Gatherer::default(),
             source_attempted: None,
             source_applied: None,
+            known: Default::default(),
         }
     }
 
@@ -110,6 +113,12 @@ impl Controller {
     pub fn set_source(&mut self, paths: Vec<PathBuf>, revision: Option<SourceRevision>) {
         self.paths = paths;
         self.source_attempted = revision;
+    }
+
+    /// Whether a Swarm event about `service` may concern this controller (unknown names do
+    /// until the first pass has run).
+    pub fn cares_about(&self, service: &str) -> bool {
+        self.known.is_empty() || self.known.contains(service)
     }
 
     pub fn stack_name(&self) -> String {
@@ -256,16 +265,31 @@ impl Controller {
         if let Observed::Known { services } = &observed {
             active = self.advance_rollout(&desired, services, active, now_ms).await;
         }
+        if let Observed::Known { services } = &observed {
+            self.known = desired
+                .services
+                .iter()
+                .map(|d| d.name.clone())
+                .chain(services.iter().map(|s| s.name.clone()))
+                .collect();
+        }
         let observed_map: std::collections::BTreeMap<String, ObservedService> = match &observed {
             Observed::Known { services } => services.iter().map(|s| (s.name.clone(), s.clone())).collect(),
             Observed::Unknown { .. } => Default::default(),
         };
         let effective = rollout::effective(&desired, active.as_ref(), &observed_map);
         let mut the_plan = plan(&effective, &observed);
+        let mut progress = std::collections::BTreeMap::new();
         if let Some(r) = &active {
             rollout::annotate(&mut the_plan, r);
+            // Tasks on the new version, for status: only while Swarm is replacing them.
+            for sr in r.services.iter().filter(|s| s.phase == SvcPhase::Updating) {
+                if let Ok(p) = self.swarm.task_progress(&sr.name, &sr.to_image).await {
+                    progress.insert(sr.name.clone(), p);
+                }
+            }
         }
-        self.record_status(&effective, &observed, &the_plan, now, invalid.as_deref(), active.as_ref());
+        self.record_status(&effective, &observed, &the_plan, now, invalid.as_deref(), active.as_ref(), &progress);
 
         let mut outcome = PassOutcome {
             plan: Some(the_plan.clone()),
@@ -449,10 +473,11 @@ impl Controller {
         now: OffsetDateTime,
         invalid: Option<&str>,
         active: Option<&Rollout>,
+        progress: &std::collections::BTreeMap<String, (u64, u64)>,
     ) {
         let mut statuses = assess(desired, observed, the_plan, now);
         if let Some(r) = active {
-            overlay_rollout(&mut statuses, r);
+            overlay_rollout(&mut statuses, r, progress);
         }
         let keep: BTreeSet<(String, String)> = statuses
             .iter()
@@ -570,7 +595,7 @@ impl Controller {
 }
 
 /// Rollout phase, progress and cause on each service's conditions.
-fn overlay_rollout(statuses: &mut [ResourceStatus], r: &Rollout) {
+fn overlay_rollout(statuses: &mut [ResourceStatus], r: &Rollout, progress: &std::collections::BTreeMap<String, (u64, u64)>) {
     for st in statuses.iter_mut() {
         let Some(sr) = r.service(&st.name) else { continue };
         let set = |st: &mut ResourceStatus, t: ConditionType, status: ConditionStatus, reason: &str, message: String| {
@@ -602,6 +627,10 @@ fn overlay_rollout(statuses: &mut [ResourceStatus], r: &Rollout) {
                         "verifying {}: {} health probes ({} ok in a row), {} analysis measurements",
                         sr.to_image, sr.health.probes, sr.health.ok_streak, sr.analysis.measurements
                     ),
+                    SvcPhase::Updating => match progress.get(&sr.name) {
+                        Some((updated, total)) => format!("updating to {}: {updated}/{total} tasks updated", sr.to_image),
+                        None => format!("updating to {}", sr.to_image),
+                    },
                     other => format!("{other:?} {}", sr.to_image),
                 };
                 let (done, total) = r.progress();

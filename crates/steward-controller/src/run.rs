@@ -35,7 +35,8 @@ struct GitState {
     failing: Option<String>,
 }
 
-fn fetch_git(ctl: &mut Controller, git: &mut GitSource, st: &mut GitState) {
+/// Fetches; true when the desired state's source moved (a pass is due).
+fn fetch_git(ctl: &mut Controller, git: &mut GitSource, st: &mut GitState) -> bool {
     let object = format!("Stack/{}", ctl.stack_name());
     let result = tokio::task::block_in_place(|| git.fetch());
     match result {
@@ -43,7 +44,7 @@ fn fetch_git(ctl: &mut Controller, git: &mut GitSource, st: &mut GitState) {
             if st.failing.take().is_some() {
                 ctl.event(EventType::Normal, "SourceRecovered", &object, format!("{} is reachable again", git.url));
             }
-            let Some(f) = fetched else { return };
+            let Some(f) = fetched else { return false };
             if let Some(old) = &f.force_pushed_from {
                 ctl.event(
                     EventType::Warning,
@@ -65,6 +66,7 @@ fn fetch_git(ctl: &mut Controller, git: &mut GitSource, st: &mut GitState) {
                     describe: f.commit.describe(),
                 }),
             );
+            true
         }
         Err(e) => {
             let text = steward_backends::swarm::error_chain(&e);
@@ -79,6 +81,7 @@ fn fetch_git(ctl: &mut Controller, git: &mut GitSource, st: &mut GitState) {
                 ctl.event(EventType::Warning, reason, &object, format!("{what}; {kept}: {text}"));
                 st.failing = Some(text);
             }
+            false
         }
     }
 }
@@ -111,7 +114,7 @@ pub async fn run(mut ctl: Controller, mut opts: RunOptions, shutdown: impl Futur
                 let _ = ctl.load_desired();
             }
         }
-        fetch_git(&mut ctl, git, &mut git_state);
+        let _ = fetch_git(&mut ctl, git, &mut git_state);
     }
     if let Some(mut wake) = opts.wake.take() {
         let wtx = tx.clone();
@@ -189,31 +192,45 @@ pub async fn run(mut ctl: Controller, mut opts: RunOptions, shutdown: impl Futur
     }
 
     tokio::pin!(shutdown);
-    let mut next = Duration::ZERO;
+    // When the next pass is due without any trigger (requeue or resync).
+    let mut due = tokio::time::Instant::now();
     loop {
         let mut fetch = false;
-        let until_fetch = next_fetch.saturating_duration_since(tokio::time::Instant::now());
-        let wait = if opts.git.is_some() { next.min(until_fetch) } else { next };
+        let mut relevant = false;
+        let wake_at = if opts.git.is_some() { due.min(next_fetch) } else { due };
         tokio::select! {
             _ = &mut shutdown => break,
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep_until(wake_at) => {}
             t = rx.recv() => {
                 tracing::debug!(trigger = ?t, "woken");
-                fetch |= matches!(t, Some(Trigger::Fetch));
+                let mut burst: Vec<Trigger> = t.into_iter().collect();
                 // Drain the burst (a webhook must not wait for it: it asked for speed).
-                if !fetch {
+                if !matches!(burst.first(), Some(Trigger::Fetch)) {
                     tokio::time::sleep(DEBOUNCE).await;
                 }
                 while let Ok(t) = rx.try_recv() {
-                    fetch |= matches!(t, Trigger::Fetch);
+                    burst.push(t);
+                }
+                for t in &burst {
+                    match t {
+                        Trigger::Fetch => fetch = true,
+                        // Other stacks' services change too on a shared Swarm: their events
+                        // need no pass of ours.
+                        Trigger::Swarm(name) if !name.is_empty() && !ctl.cares_about(name) => {}
+                        _ => relevant = true,
+                    }
                 }
             }
         }
+        let now = tokio::time::Instant::now();
         if let Some(git) = opts.git.as_mut() {
-            if fetch || tokio::time::Instant::now() >= next_fetch {
-                fetch_git(&mut ctl, git, &mut git_state);
+            if fetch || now >= next_fetch {
+                relevant |= fetch_git(&mut ctl, git, &mut git_state);
                 next_fetch = tokio::time::Instant::now() + opts.git_interval;
             }
+        }
+        if !(relevant || fetch || now >= due) {
+            continue;
         }
         let started = std::time::Instant::now();
         let outcome = ctl.pass().await;
@@ -226,7 +243,7 @@ pub async fn run(mut ctl: Controller, mut opts: RunOptions, shutdown: impl Futur
         if let Some(f) = opts.after_pass.as_mut() {
             f(&ctl, &outcome);
         }
-        next = outcome.requeue_after.unwrap_or(opts.resync).min(opts.resync);
+        due = tokio::time::Instant::now() + outcome.requeue_after.unwrap_or(opts.resync).min(opts.resync);
     }
     events_task.abort();
     drop(watcher);
