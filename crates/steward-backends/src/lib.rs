@@ -3,6 +3,7 @@
 
 pub mod git;
 pub mod jobs;
+pub mod notify;
 pub mod probe;
 pub mod prometheus;
 pub mod swarm;

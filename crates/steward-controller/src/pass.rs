@@ -76,6 +76,7 @@ pub struct Controller {
     source_applied: Option<SourceRevision>,
     /// Names of services this controller desires or owns, as of the last pass.
     known: std::collections::BTreeSet<String>,
+    notifier: Option<(steward_backends::notify::Notifier, bool)>,
 }
 
 /// A revision of the desired state's source.
@@ -105,6 +106,7 @@ impl Controller {
             source_attempted: None,
             source_applied: None,
             known: Default::default(),
+            notifier: None,
         }
     }
 
@@ -113,6 +115,11 @@ impl Controller {
     pub fn set_source(&mut self, paths: Vec<PathBuf>, revision: Option<SourceRevision>) {
         self.paths = paths;
         self.source_attempted = revision;
+    }
+
+    /// Posts Warning events (all events with `all`) to webhooks.
+    pub fn set_notifier(&mut self, notifier: steward_backends::notify::Notifier, all: bool) {
+        self.notifier = Some((notifier, all));
     }
 
     /// Whether a Swarm event about `service` may concern this controller (unknown names do
@@ -144,8 +151,25 @@ impl Controller {
             message,
             object: object.to_string(),
         };
-        if let Err(e) = self.store.record_event(&ev, OffsetDateTime::now_utc()) {
-            tracing::error!(error = %error_chain(&e), "cannot record event");
+        match self.store.record_event(&ev, OffsetDateTime::now_utc()) {
+            Ok(rec) => {
+                if let Some((n, all)) = &self.notifier {
+                    if *all || type_ == EventType::Warning {
+                        let ts = |t: OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+                        n.send(steward_backends::notify::Notification {
+                            stack: self.stack_name(),
+                            warning: type_ == EventType::Warning,
+                            reason: rec.reason,
+                            object: rec.object,
+                            message: rec.message,
+                            count: rec.count,
+                            first_seen: ts(rec.first_seen),
+                            last_seen: ts(rec.last_seen),
+                        });
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %error_chain(&e), "cannot record event"),
         }
     }
 

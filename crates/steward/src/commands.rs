@@ -30,14 +30,23 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             ref branch,
             ref git_path,
             interval,
+            ref notify,
+            ref notify_slack,
+            notify_all,
         } => {
+            use steward_backends::notify::{Format as NotifyFormat, Target};
+            let targets: Vec<Target> = notify
+                .iter()
+                .map(|u| Target { url: u.clone(), format: NotifyFormat::Generic })
+                .chain(notify_slack.iter().map(|u| Target { url: u.clone(), format: NotifyFormat::Slack }))
+                .collect();
             let git = git.as_ref().map(|url| GitArgs {
                 url: url.clone(),
                 branch: branch.clone(),
                 path: git_path.clone(),
                 interval,
             });
-            runtime()?.block_on(run(&cli, paths, resync, git))
+            runtime()?.block_on(run(&cli, paths, resync, git, targets, notify_all))
         }
         Command::Status { output } => status(&cli, output),
         Command::Events { since, follow, output } => events(&cli, since, follow, output),
@@ -275,9 +284,19 @@ pub struct GitArgs {
     interval: Duration,
 }
 
-async fn run(cli: &Cli, paths: &[PathBuf], resync: Duration, git: Option<GitArgs>) -> anyhow::Result<u8> {
+async fn run(
+    cli: &Cli,
+    paths: &[PathBuf],
+    resync: Duration,
+    git: Option<GitArgs>,
+    notify: Vec<steward_backends::notify::Target>,
+    notify_all: bool,
+) -> anyhow::Result<u8> {
     let store = open_store(cli)?;
-    let ctl = Controller::new(swarm(cli)?, store, paths.to_vec());
+    let mut ctl = Controller::new(swarm(cli)?, store, paths.to_vec());
+    if !notify.is_empty() {
+        ctl.set_notifier(steward_backends::notify::Notifier::start(notify), notify_all);
+    }
     let state = cli.state.display();
     let source = match &git {
         Some(g) => format!("{} (branch {}, path {}, every {})", g.url, g.branch, g.path, humantime::format_duration(g.interval)),

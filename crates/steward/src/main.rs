@@ -76,6 +76,15 @@ pub enum Command {
         /// How often to fetch the remote (a push webhook fetches at once).
         #[arg(long, default_value = "1m", value_parser = parse_duration)]
         interval: std::time::Duration,
+        /// Post Warning events as JSON to this URL (repeatable).
+        #[arg(long = "notify")]
+        notify: Vec<String>,
+        /// Post Warning events to this Slack-compatible incoming webhook (repeatable).
+        #[arg(long = "notify-slack")]
+        notify_slack: Vec<String>,
+        /// Notify about every event, not only Warnings.
+        #[arg(long)]
+        notify_all: bool,
     },
     /// Conditions and replicas of every resource.
     Status {
