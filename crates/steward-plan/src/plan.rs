@@ -275,19 +275,22 @@ impl Plan {
 pub fn convergence_hold(o: &ObservedService) -> Option<Hold> {
     if let Some(u) = &o.update_status {
         match u.state {
-            UpdateState::Paused | UpdateState::RollbackStarted | UpdateState::RollbackPaused | UpdateState::RollbackCompleted => {
+            // The update *to* this spec failed (paused), or a rollback of it failed.
+            UpdateState::Paused | UpdateState::RollbackPaused => {
                 return Some(Hold::UpdateFailed {
                     state: u.state,
                     message: u.message.clone(),
                 })
             }
-            UpdateState::Updating => {
+            // Swarm swaps the previous spec back in: a spec that matches the desired state while
+            // rolling back means someone else's update failed and Swarm is restoring ours.
+            UpdateState::Updating | UpdateState::RollbackStarted => {
                 return Some(Hold::AwaitingConvergence {
                     running: o.running_tasks,
                     desired: o.state.replicas,
                 })
             }
-            UpdateState::Completed => {}
+            UpdateState::Completed | UpdateState::RollbackCompleted => {}
         }
     }
     if o.running_tasks != Some(o.state.replicas) {

@@ -510,9 +510,12 @@ pub fn step(r: &mut Rollout, desired: &Desired, obs: &Observations) -> StepOutpu
                 let settled = o.is_some_and(|o| {
                     let status_ok = match &o.update_status {
                         None => !needs_update,
+                        // No task to replace: Swarm starts no update, and whatever status the
+                        // last one left (even a rollback) says nothing about this change.
+                        Some(u) if !needs_update => !matches!(u.state, UpdateState::Updating | UpdateState::RollbackStarted),
                         Some(u) => {
                             u.state == UpdateState::Completed
-                                && (!needs_update || u.started_at_ms.is_none_or(|t| t + CLOCK_SKEW_MS >= phase_start))
+                                && u.started_at_ms.is_none_or(|t| t + CLOCK_SKEW_MS >= phase_start)
                         }
                     };
                     o.running_tasks == Some(replicas) && status_ok

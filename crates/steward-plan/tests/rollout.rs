@@ -1136,6 +1136,20 @@ fn a_scale_only_change_has_no_jobs_and_no_verification() {
     assert_eq!(r.phase, Phase::Complete);
 }
 
+/// Swarm starts no update for a scale: the status left by an old rollback must not hold the
+/// rollout until its deadline (and then roll back a plain scale).
+#[test]
+fn a_scale_after_a_swarm_rollback_completes() {
+    let (old, new) = (v1(), desired("web").image("app:v1").replicas(3).build());
+    let d = gen2(vec![new.clone()]);
+    let mut r = begin(&d, DESIRED_HASH, &last_good(&[&old]), T0).unwrap();
+    assert!(r.service("web").unwrap().scale_only);
+    step(&mut r, &d, &at(T0, vec![converged(&old)]));
+    let stale = with_status(converged(&new), UpdateState::RollbackCompleted, T0 - 3_600 * SEC);
+    let out = step(&mut r, &d, &at(T0 + SEC, vec![stale]));
+    assert_eq!(reasons(&out), ["RolloutVerified", "RolloutComplete"]);
+}
+
 #[test]
 fn an_image_change_with_new_replicas_is_not_scale_only() {
     let old = v1();
@@ -1175,9 +1189,10 @@ fn annotate_drops_update_failed_of_rollout_services_and_adds_revision_rejected()
     let out = step(&mut r, &d, &at(T0 + 10 * SEC, vec![web_obs.clone(), db_obs.clone()]));
     assert_eq!(reasons(&out), ["RollingBack"]);
     let mut p = plan_for(&d, &r, &[web_obs.clone(), db_obs.clone()]);
-    assert_eq!(hold_reasons(&p), [("db", "UpdatePaused"), ("web", "RolledBack")], "planner's view before annotate");
+    // Swarm is restoring the spec the rollout wants back: to the planner that is a wait.
+    assert_eq!(hold_reasons(&p), [("db", "UpdatePaused"), ("web", "AwaitingConvergence")], "planner's view before annotate");
     annotate(&mut p, &r);
-    assert_eq!(hold_reasons(&p), [("db", "UpdatePaused")], "while rolling back the rollout reports web itself");
+    assert_eq!(hold_reasons(&p), [("db", "UpdatePaused"), ("web", "AwaitingConvergence")], "annotate adds nothing while rolling back");
 
     let web_done = with_status(converged(&web1), UpdateState::RollbackCompleted, T0 + SEC);
     let out = step(&mut r, &d, &at(T0 + 20 * SEC, vec![web_done.clone(), db_obs.clone()]));
