@@ -3,12 +3,12 @@ SHELL := /bin/bash
 CARGO ?= cargo
 STATE ?= .steward/demo.db
 
-.PHONY: demo demo-images swarm prometheus build test test-unit schema bench fmt lint clean-demo
+.PHONY: demo demo-images swarm prometheus postgres chromium build test test-unit schema bench fmt lint clean-demo
 
 ## Run the controller on the local demo stack (sets up what is missing first).
 demo: swarm demo-images build
 	@echo "steward: demo stack in manifests/demo, state in $(STATE)"
-	@echo "steward: in another terminal: ./target/debug/steward --state $(STATE) status   (or: events --follow)"
+	@echo "steward: dashboard on http://127.0.0.1:9469/ ; in another terminal: ./target/debug/steward --state $(STATE) status   (or: events --follow)"
 	./target/debug/steward --state $(STATE) run manifests/demo
 
 ## Initialize a single-node swarm if the engine is not in swarm mode.
@@ -24,12 +24,20 @@ demo-images:
 prometheus:
 	@scripts/ensure-prometheus.sh
 
+## PostgreSQL of our own on 127.0.0.1:15432 (Debian's package) for the PostgreSQL store tests.
+postgres:
+	@scripts/ensure-postgres.sh
+
+## Debian's chromium, for the dashboard's end-to-end test.
+chromium:
+	@scripts/ensure-chromium.sh
+
 build:
 	$(CARGO) build -p steward
 
 ## Everything the tests need, then every test. STEWARD_REQUIRE_SERVICES=1 turns a skipped
 ## service-backed test into a failure (CI sets it).
-test: swarm demo-images prometheus build
+test: swarm demo-images prometheus postgres chromium build
 	$(CARGO) test --workspace --no-fail-fast
 
 ## Fast tests only (no Docker needed).

@@ -228,10 +228,15 @@ impl World {
 
     /// Starts `steward run ARGS...`; killed when the world drops.
     pub fn spawn_run_args(&mut self, args: &[&str]) -> usize {
+        let mut args: Vec<&str> = args.to_vec();
+        // Tests run side by side: an ephemeral port unless the test picks one.
+        if !args.contains(&"--listen") {
+            args.extend(["--listen", "127.0.0.1:0"]);
+        }
         let child = self
             .cmd()
             .arg("run")
-            .args(args)
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::from(std::fs::File::create(self.dir.path().join(format!("run-{}.log", self.children.len()))).unwrap()))
             .spawn()

@@ -2,6 +2,7 @@
 //! re-reads everything and is idempotent.
 
 mod backoff;
+pub mod metrics;
 mod pass;
 mod prepare;
 mod rollouts;

@@ -25,7 +25,7 @@ pub struct RunOptions {
     /// Requests from the HTTP API and webhooks.
     pub wake: Option<mpsc::Receiver<Wake>>,
     /// Called after every pass (metrics, readiness).
-    pub after_pass: Option<Box<dyn FnMut(&Controller, &PassOutcome) + Send>>,
+    pub after_pass: Option<Box<dyn FnMut(&Controller, &PassOutcome, Duration) + Send>>,
 }
 
 /// Git's side of the loop: what was last reported, so a failing remote is one event, not one
@@ -241,7 +241,7 @@ pub async fn run(mut ctl: Controller, mut opts: RunOptions, shutdown: impl Futur
             "pass done"
         );
         if let Some(f) = opts.after_pass.as_mut() {
-            f(&ctl, &outcome);
+            f(&ctl, &outcome, started.elapsed());
         }
         due = tokio::time::Instant::now() + outcome.requeue_after.unwrap_or(opts.resync).min(opts.resync);
     }

@@ -33,6 +33,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             ref notify,
             ref notify_slack,
             notify_all,
+            listen,
         } => {
             use steward_backends::notify::{Format as NotifyFormat, Target};
             let targets: Vec<Target> = notify
@@ -46,7 +47,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 path: git_path.clone(),
                 interval,
             });
-            runtime()?.block_on(run(&cli, paths, resync, git, targets, notify_all))
+            runtime()?.block_on(run(&cli, paths, resync, git, targets, notify_all, listen))
         }
         Command::Status { output } => status(&cli, output),
         Command::Events { since, follow, output } => events(&cli, since, follow, output),
@@ -291,9 +292,10 @@ async fn run(
     git: Option<GitArgs>,
     notify: Vec<steward_backends::notify::Target>,
     notify_all: bool,
+    listen: crate::Listen,
 ) -> anyhow::Result<u8> {
     let store = open_store(cli)?;
-    let mut ctl = Controller::new(swarm(cli)?, store, paths.to_vec());
+    let mut ctl = Controller::new(swarm(cli)?, store.clone(), paths.to_vec());
     if !notify.is_empty() {
         ctl.set_notifier(steward_backends::notify::Notifier::start(notify), notify_all);
     }
@@ -315,13 +317,40 @@ async fn run(
         let dir = cli.state.parent().unwrap_or(std::path::Path::new(".")).join("git").join(key);
         steward_backends::git::GitSource::new(&g.url, &g.branch, &g.path, &dir)
     });
-    let shutdown = async {
+    // One signal stops both the loop and the API.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
         }
         tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|&stop| stop).await;
+    };
+    let (wake, after_pass, api) = match listen {
+        crate::Listen::On(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e} (use --listen ADDR:PORT, or --listen off)"))?;
+            let listener_addr = listener.local_addr()?;
+            let a = steward_api::attach(
+                listener,
+                store,
+                std::env::var("STEWARD_API_TOKEN").ok(),
+                std::env::var("STEWARD_WEBHOOK_SECRET").ok(),
+                stopped(stop_rx.clone()),
+            );
+            eprintln!(
+                "steward: dashboard and API on http://{}/ (metrics at /metrics)",
+                listener_addr
+            );
+            (Some(a.wake), Some(a.after_pass), Some(a.server))
+        }
+        crate::Listen::Off => (None, None, None),
     };
     steward_controller::run(
         ctl,
@@ -330,12 +359,19 @@ async fn run(
             resync,
             git,
             git_interval,
-            wake: None,
-            after_pass: None,
+            wake,
+            after_pass,
         },
-        shutdown,
+        stopped(stop_rx),
     )
     .await;
+    if let Some(api) = api {
+        match api.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "API server failed"),
+            Err(e) => tracing::warn!(error = %e, "API server task failed"),
+        }
+    }
     Ok(0)
 }
 

@@ -85,6 +85,10 @@ pub enum Command {
         /// Notify about every event, not only Warnings.
         #[arg(long)]
         notify_all: bool,
+        /// Serve the HTTP API, /metrics and the dashboard on this address, or `off`.
+        /// `POST /api/v1/sync` needs STEWARD_API_TOKEN, git webhooks STEWARD_WEBHOOK_SECRET.
+        #[arg(long, default_value = steward_api::DEFAULT_LISTEN, value_parser = parse_listen)]
+        listen: Listen,
     },
     /// Conditions and replicas of every resource.
     Status {
@@ -122,6 +126,19 @@ pub enum Command {
     },
     /// Print the JSON Schema of manifest documents.
     Schema,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Listen {
+    Off,
+    On(std::net::SocketAddr),
+}
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    if s == "off" {
+        return Ok(Listen::Off);
+    }
+    s.parse().map(Listen::On).map_err(|e| format!("expected ADDR:PORT or off: {e}"))
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {

@@ -1,0 +1,406 @@
+//! The HTTP API and dashboard of `steward run --listen`, end to end: a real controller on the
+//! real Swarm, the page in headless Chromium driven over the DevTools protocol.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use steward_e2e::*;
+
+/// A `steward run --listen` of our own: World's `spawn_run` puts extra flags before the
+/// subcommand, and `--listen` belongs to `run`. Killed when dropped.
+struct Controller {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Controller {
+    fn start(w: &World, port: u16, token: &str) -> Controller {
+        let log = w.dir.path().join("run-api.log");
+        let child = w
+            .cmd()
+            .args(["run", w.manifests().to_str().unwrap(), "--resync", "60s"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("STEWARD_API_TOKEN", token)
+            .env_remove("STEWARD_WEBHOOK_SECRET")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .spawn()
+            .expect("spawn steward run --listen");
+        Controller { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Fails the test with the controller's log when it has exited.
+    fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("steward run exited ({status}); its log:\n{}", self.log());
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Headless Chromium in a process group of its own, driven over the DevTools protocol. The
+/// whole group (renderers, GPU and zygote helpers) is killed when dropped, pass or fail.
+struct Chromium {
+    child: Child,
+    ws: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
+    next_id: u64,
+    _profile: tempfile::TempDir,
+}
+
+/// A single DevTools call's answer time; page loads are waited for by polling, not here.
+const CDP_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl Chromium {
+    fn find() -> Option<PathBuf> {
+        ["chromium", "chromium-browser"].iter().find_map(|name| {
+            let out = Command::new("sh")
+                .args(["-c", &format!("command -v {name}")])
+                .output()
+                .ok()?;
+            let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            (out.status.success() && !path.is_empty()).then(|| PathBuf::from(path))
+        })
+    }
+
+    fn launch(bin: &Path, url: &str) -> Chromium {
+        use std::os::unix::process::CommandExt;
+        let profile = tempfile::tempdir().unwrap();
+        let child = Command::new(bin)
+            .args([
+                "--headless",
+                // Tests run as root in a container, where Chromium's sandbox cannot start.
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--hide-scrollbars",
+                "--no-first-run",
+                "--window-size=1280,900",
+                // Port 0: Chromium picks a free one and writes it to DevToolsActivePort.
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(url)
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(profile.path().join("chromium.log")).unwrap(),
+            ))
+            .spawn()
+            .expect("start chromium");
+        let mut guard = Launching(Some(child));
+        let port_file = profile.path().join("DevToolsActivePort");
+        let port: u16 = wait_for("Chromium's DevTools port", Duration::from_secs(30), || {
+            std::fs::read_to_string(&port_file)
+                .ok()?
+                .lines()
+                .next()?
+                .trim()
+                .parse()
+                .ok()
+        });
+        let ws_url = wait_for("the dashboard's DevTools target", Duration::from_secs(30), || {
+            let targets: serde_json::Value = serde_json::from_str(&devtools_get(port, "/json/list")?).ok()?;
+            let id = targets.as_array()?.iter().find_map(|t| {
+                (t["type"] == "page" && t["url"].as_str()?.starts_with(url))
+                    .then(|| t["id"].as_str().map(String::from))?
+            })?;
+            Some(format!("ws://127.0.0.1:{port}/devtools/page/{id}"))
+        });
+        let (ws, _) = tungstenite::connect(ws_url.as_str()).expect("connect to the page over DevTools");
+        if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+            s.set_read_timeout(Some(CDP_TIMEOUT)).unwrap();
+        }
+        Chromium {
+            child: guard.0.take().unwrap(),
+            ws,
+            next_id: 0,
+            _profile: profile,
+        }
+    }
+
+    /// One DevTools call; events that arrive in between are skipped.
+    fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let msg = serde_json::json!({"id": id, "method": method, "params": params}).to_string();
+        self.ws
+            .send(tungstenite::Message::text(msg))
+            .expect("send a DevTools call");
+        let deadline = Instant::now() + CDP_TIMEOUT;
+        while Instant::now() < deadline {
+            let reply = match self.ws.read().expect("read from DevTools") {
+                tungstenite::Message::Text(t) => serde_json::from_str::<serde_json::Value>(t.as_str()).unwrap(),
+                _ => continue,
+            };
+            if reply["id"] == id {
+                assert!(reply.get("error").is_none(), "{method} failed: {reply}");
+                return reply["result"].clone();
+            }
+        }
+        panic!("no answer to {method} within {CDP_TIMEOUT:?}");
+    }
+
+    /// Evaluates a JavaScript expression in the page and returns its value.
+    fn eval(&mut self, expression: &str) -> serde_json::Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            serde_json::json!({"expression": expression, "returnByValue": true}),
+        );
+        assert!(r.get("exceptionDetails").is_none(), "{expression} threw: {r}");
+        r["result"]["value"].clone()
+    }
+
+    fn screenshot(&mut self, path: &Path) {
+        use base64::Engine;
+        let r = self.call("Page.captureScreenshot", serde_json::json!({"format": "png"}));
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(r["data"].as_str().expect("screenshot data"))
+            .expect("screenshot is base64");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, png).unwrap();
+    }
+}
+
+/// Kills Chromium if setting up the DevTools connection panics midway.
+struct Launching(Option<Child>);
+
+impl Drop for Launching {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            kill_group(c);
+        }
+    }
+}
+
+fn kill_group(child: &mut Child) {
+    // The group id is Chromium's pid (process_group(0)); the minus sign addresses the group.
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .status();
+    let _ = child.wait();
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        let _ = self.ws.close(None);
+        kill_group(&mut self.child);
+    }
+}
+
+/// `GET` from Chromium's DevTools HTTP server, which keeps the connection open whatever the
+/// request says: the body is read to its Content-Length.
+fn devtools_get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        if !head.starts_with("HTTP/1.1 200") {
+            return None;
+        }
+        let len: usize = head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })?;
+        if body.len() >= len {
+            return Some(body[..len].to_string());
+        }
+    }
+}
+
+/// `POST` with an optional bearer token → status code; `None` when nothing answers.
+fn http_post(port: u16, path: &str, token: Option<&str>) -> Option<u16> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    buf.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn api_status(port: u16) -> Option<serde_json::Value> {
+    let (code, body) = http_get(port, "/api/v1/status")?;
+    (code == 200).then(|| serde_json::from_str(&body).ok())?
+}
+
+fn service_item<'a>(status: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    status["items"]
+        .as_array()?
+        .iter()
+        .find(|i| i["kind"] == "Service" && i["name"] == name)
+}
+
+fn is_ready(item: &serde_json::Value) -> bool {
+    item["conditions"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+/// `running/desired` as the dashboard prints it.
+fn replicas_text(item: &serde_json::Value) -> String {
+    let n = |v: &serde_json::Value| v.as_u64().map_or("?".to_string(), |n| n.to_string());
+    format!("{}/{}", n(&item["runningReplicas"]), n(&item["desiredReplicas"]))
+}
+
+/// Each resource row of the page as `[Kind/name, replicas text]`.
+const ROWS_JS: &str = r#"JSON.stringify([...document.querySelectorAll("tr[data-resource]")].map((tr) => [tr.dataset.resource, tr.querySelector("td.replicas").innerText.trim()]))"#;
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+}
+
+#[test]
+fn dashboard_shows_status_and_live_events_and_sync_needs_the_token() {
+    const TEST: &str = "dashboard_shows_status_and_live_events_and_sync_needs_the_token";
+    if !require_swarm(TEST) {
+        return;
+    }
+    let Some(chromium) = Chromium::find() else {
+        if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") {
+            panic!("{TEST}: needs Chromium ({REQUIRE_ENV}=1): run scripts/ensure-chromium.sh");
+        }
+        eprintln!("SKIPPED {TEST}: no chromium here (scripts/ensure-chromium.sh installs it)");
+        return;
+    };
+
+    let w = World::new("api");
+    let (web, worker) = (w.svc("web"), w.svc("worker"));
+    w.write(
+        "app.yaml",
+        &format!(
+            "{}{}{}",
+            w.stack_doc(false),
+            w.service_doc("web", "taxcollector-demo:v1", 2, ""),
+            w.service_doc("worker", "taxcollector-demo:v1", 1, "")
+        ),
+    );
+    let token = format!("e2e-token-{}", std::process::id());
+    let port = free_port();
+    let mut ctl = Controller::start(&w, port, &token);
+
+    wait_for("/readyz to answer 200", Duration::from_secs(60), || {
+        ctl.assert_running();
+        (http_get(port, "/readyz")?.0 == 200).then_some(())
+    });
+    let status = wait_for("both services Ready in /api/v1/status", Duration::from_secs(90), || {
+        let s = api_status(port)?;
+        (is_ready(service_item(&s, &web)?) && is_ready(service_item(&s, &worker)?)).then_some(s)
+    });
+    assert_eq!(replicas_text(service_item(&status, &web).unwrap()), "2/2", "{status}");
+    assert_eq!(
+        replicas_text(service_item(&status, &worker).unwrap()),
+        "1/1",
+        "{status}"
+    );
+
+    let (code, metrics) = http_get(port, "/metrics").expect("/metrics answers");
+    assert_eq!(code, 200);
+    assert!(metrics.contains("# EOF"), "{metrics}");
+
+    // Sync needs the token.
+    assert_eq!(http_post(port, "/api/v1/sync", None), Some(401));
+    assert_eq!(http_post(port, "/api/v1/sync", Some("not-the-token")), Some(401));
+    assert_eq!(http_post(port, "/api/v1/sync", Some(&token)), Some(202));
+
+    // The page shows both services with the replica counts the API reports. The API is read
+    // again on every look, as both change while tasks settle.
+    let url = format!("http://127.0.0.1:{port}/");
+    let mut page = Chromium::launch(&chromium, &url);
+    wait_for(
+        "the dashboard to show both services as the API does",
+        Duration::from_secs(30),
+        || {
+            let shown: Vec<(String, String)> = serde_json::from_str(page.eval(ROWS_JS).as_str()?).ok()?;
+            let api = api_status(port)?;
+            let expect = |name: &str| Some((format!("Service/{name}"), replicas_text(service_item(&api, name)?)));
+            let (a, b) = (expect(&web)?, expect(&worker)?);
+            (shown.contains(&a) && shown.contains(&b)).then_some(())
+        },
+    );
+    let text = page.eval("document.body.innerText").as_str().unwrap().to_string();
+    assert!(
+        text.contains(&web) && text.contains(&worker) && text.contains(&w.stack),
+        "{text}"
+    );
+    assert!(!text.contains("DriftCorrected"), "no drift yet: {text}");
+
+    // A drift, corrected by steward, reaches the open page through the event stream: the page
+    // is never reloaded (the marker set now would not survive a reload).
+    page.eval("window.stewardE2eMarker = 'same page'");
+    docker_ok(&["service", "scale", "-d", &format!("{web}=3")]);
+    let text = wait_for("DriftCorrected on the open page", Duration::from_secs(30), || {
+        ctl.assert_running();
+        let text = page.eval("document.body.innerText").as_str()?.to_string();
+        text.contains("DriftCorrected").then_some(text)
+    });
+    assert!(text.contains(&format!("Service/{web}")), "{text}");
+    assert_eq!(
+        page.eval("window.stewardE2eMarker"),
+        "same page",
+        "the page was reloaded"
+    );
+    assert_eq!(
+        page.eval(r#"document.querySelector("li.warning")?.dataset.reason ?? null"#),
+        "DriftCorrected",
+        "newest on top, highlighted"
+    );
+    wait_for("web back at 2/2 on the page", Duration::from_secs(30), || {
+        let shown: Vec<(String, String)> = serde_json::from_str(page.eval(ROWS_JS).as_str()?).ok()?;
+        shown
+            .contains(&(format!("Service/{web}"), "2/2".to_string()))
+            .then_some(())
+    });
+
+    let shot = target_dir().join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    page.screenshot(&shot);
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.len() > 1000 && png.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} is not a PNG ({} bytes)",
+        shot.display(),
+        png.len()
+    );
+    // A phone-sized view too: the table turns into cards.
+    page.call(
+        "Emulation.setDeviceMetricsOverride",
+        serde_json::json!({"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true}),
+    );
+    let narrow = target_dir().join("dashboard-narrow.png");
+    page.screenshot(&narrow);
+    assert!(std::fs::read(&narrow).unwrap().starts_with(b"\x89PNG"));
+    eprintln!("{TEST}: screenshots at {} and {}", shot.display(), narrow.display());
+}
