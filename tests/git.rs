@@ -145,3 +145,60 @@ fn restart_on_an_invalid_head_keeps_the_last_good_commit() {
     docker_ok(&["service", "scale", "-d", &format!("{web}=5")]);
     wait_for("reverted to 2", Duration::from_secs(10), || (replicas(&web) == Some(2)).then_some(()));
 }
+
+fn http_post(port: u16, path: &str, headers: &[(&str, String)], body: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut req = format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    buf.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn push_webhook_reaches_swarm_within_two_seconds() {
+    if !require_swarm("push_webhook_reaches_swarm_within_two_seconds") {
+        return;
+    }
+    use hmac::Mac;
+    let mut w = World::new("githook");
+    let web = w.svc("web");
+    let repo = Repo::new(&w);
+    repo.commit(&manifest(&w, 1), "initial");
+    let secret = "s3cret-for-webhooks";
+    w.env.push(("STEWARD_WEBHOOK_SECRET".into(), secret.into()));
+    let port = free_port();
+    let url = repo.url();
+    let listen = format!("127.0.0.1:{port}");
+    // A one-hour poll: anything faster is the webhook's doing.
+    w.spawn_run_args(&["--git", &url, "--path", "deploy", "--interval", "1h", "--listen", &listen]);
+    wait_for("web running", Duration::from_secs(60), || (running(&web) == Some((1, 1))).then_some(()));
+    let before = version_index(&web);
+
+    let sha = repo.commit(&manifest(&w, 2), "scale web to 2");
+    let body = format!("{{\"ref\":\"refs/heads/main\",\"after\":\"{sha}\"}}");
+    let sign = |key: &str| {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+        mac.update(body.as_bytes());
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    };
+    // A forged signature is refused and triggers nothing.
+    let status = http_post(port, "/api/v1/webhooks/git", &[("X-GitHub-Event", "push".into()), ("X-Hub-Signature-256", sign("wrong"))], &body);
+    assert_eq!(status, Some(401));
+
+    let t0 = std::time::Instant::now();
+    let status = http_post(port, "/api/v1/webhooks/git", &[("X-GitHub-Event", "push".into()), ("X-Hub-Signature-256", sign(secret))], &body);
+    assert_eq!(status, Some(202));
+    wait_for("first Swarm write after the push", Duration::from_secs(5), || (version_index(&web) > before).then_some(()));
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(2), "push to first Swarm write took {took:?}");
+    eprintln!("webhook push -> first Swarm write: {took:?}");
+    wait_for("scaled to 2", Duration::from_secs(30), || (running(&web) == Some((2, 2))).then_some(()));
+}

@@ -146,6 +146,8 @@ pub struct World {
     pub state: PathBuf,
     extra_services: Vec<String>,
     children: Vec<Child>,
+    /// Environment for every steward process of this world (secrets for the API, webhooks).
+    pub env: Vec<(String, String)>,
 }
 
 impl World {
@@ -165,6 +167,7 @@ impl World {
             state,
             extra_services: vec![],
             children: vec![],
+            env: vec![],
         }
     }
 
@@ -207,6 +210,7 @@ impl World {
         let mut c = Command::new(steward_bin());
         c.arg("--state").arg(&self.state);
         c.env("STEWARD_LOG", "info");
+        c.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         c
     }
 
