@@ -404,3 +404,63 @@ fn dashboard_shows_status_and_live_events_and_sync_needs_the_token() {
     assert!(std::fs::read(&narrow).unwrap().starts_with(b"\x89PNG"));
     eprintln!("{TEST}: screenshots at {} and {}", shot.display(), narrow.display());
 }
+
+/// `steward status --server` and `steward events --follow --server` read a running controller.
+#[test]
+fn cli_reads_status_and_follows_events_from_a_running_controller() {
+    if !require_swarm("cli_reads_status_and_follows_events_from_a_running_controller") {
+        return;
+    }
+    let mut w = World::new("server");
+    let web = w.svc("web");
+    w.write("app.yaml", &format!("{}{}", w.stack_doc(false), w.service_doc("web", "taxcollector-demo:v1", 1, "")));
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    w.spawn_run(&["--listen", &listen]);
+    let server = format!("http://{listen}");
+    let status = wait_for("status over the API shows web Ready", Duration::from_secs(60), || {
+        // A different state file: the data can only come from the server.
+        let o = std::process::Command::new(steward_bin())
+            .args(["--state", "/nonexistent/steward.db", "status", "-o", "json", "--server", &server])
+            .output()
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        let item = v["items"].as_array()?.iter().find(|i| i["name"] == web.as_str())?.clone();
+        let ready = item["conditions"].as_array()?.iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
+        ready.then_some(item)
+    });
+    assert_eq!(status["runningReplicas"], 1);
+
+    let mut follow = std::process::Command::new(steward_bin())
+        .args(["--state", "/nonexistent/steward.db", "events", "--follow", "-o", "json", "--server", &server])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Let the follower connect (it prints the history first), then cause a Warning.
+    wait_for("history printed", Duration::from_secs(10), || rx.recv_timeout(Duration::from_millis(200)).ok());
+    docker_ok(&["service", "scale", "-d", &format!("{web}=2")]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut seen = false;
+    while std::time::Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(250)) {
+            if line.contains("DriftCorrected") {
+                seen = true;
+                break;
+            }
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(seen, "events --follow --server printed the DriftCorrected event live");
+}

@@ -180,13 +180,22 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
 
 async fn status(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let store = s.api.store.clone();
-    let (items, rollout) = blocking(move || Ok((store.statuses()?, store.get_meta(META_ROLLOUT)?))).await?;
+    let (items, rollout, applied, attempted) = blocking(move || {
+        Ok((
+            store.statuses()?,
+            store.get_meta(META_ROLLOUT)?,
+            store.get_meta(steward_controller::META_SOURCE_APPLIED_DESCRIBE)?,
+            store.get_meta(steward_controller::META_SOURCE_ATTEMPTED_DESCRIBE)?,
+        ))
+    })
+    .await?;
     // A record that does not parse is reported as no rollout rather than failing the whole
     // status: the controller drops such a record too.
     let rollout = rollout
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
         .unwrap_or(serde_json::Value::Null);
-    Ok(Json(serde_json::json!({ "items": items, "rollout": rollout })))
+    let source = serde_json::json!({ "applied": applied, "attempted": attempted });
+    Ok(Json(serde_json::json!({ "items": items, "rollout": rollout, "source": source })))
 }
 
 async fn sync(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {

@@ -49,8 +49,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             });
             runtime()?.block_on(run(&cli, paths, resync, git, targets, notify_all, listen))
         }
-        Command::Status { output } => status(&cli, output),
-        Command::Events { since, follow, output } => events(&cli, since, follow, output),
+        Command::Status { output, ref server } => status(&cli, output, server.as_deref()),
+        Command::Events {
+            since,
+            follow,
+            output,
+            ref server,
+        } => events(&cli, since, follow, output, server.as_deref()),
         Command::History { ref service, output } => history(&cli, service, output),
         Command::Rollback {
             ref service,
@@ -385,15 +390,37 @@ fn ago(t: OffsetDateTime) -> String {
     }
 }
 
-fn status(cli: &Cli, output: Format) -> anyhow::Result<u8> {
-    let store = open_store(cli)?;
-    let all = store.statuses()?;
-    let meta = |k: &str| store.get_meta(k).ok().flatten();
-    let source = serde_json::json!({
-        "applied": meta(steward_controller::META_SOURCE_APPLIED_DESCRIBE),
-        "attempted": meta(steward_controller::META_SOURCE_ATTEMPTED_DESCRIBE),
-    });
-    let source_line = match (meta(steward_controller::META_SOURCE_APPLIED_DESCRIBE), meta(steward_controller::META_SOURCE_ATTEMPTED_DESCRIBE)) {
+/// GET `{server}{path}` as JSON from a running controller.
+fn api_get(server: &str, path: &str) -> anyhow::Result<serde_json::Value> {
+    let url = format!("{}{path}", server.trim_end_matches('/'));
+    runtime()?.block_on(async {
+        let r = reqwest::get(&url).await.with_context(|| format!("cannot reach {url}"))?;
+        let status = r.status();
+        anyhow::ensure!(status.is_success(), "{url} answered {status}");
+        r.json().await.with_context(|| format!("{url} sent malformed JSON"))
+    })
+}
+
+fn status(cli: &Cli, output: Format, server: Option<&str>) -> anyhow::Result<u8> {
+    let (all, applied, attempted): (Vec<ResourceStatus>, Option<String>, Option<String>) = match server {
+        Some(server) => {
+            let v = api_get(server, "/api/v1/status")?;
+            let items = serde_json::from_value(v["items"].clone()).context("status items")?;
+            let s = |k: &str| v["source"][k].as_str().map(String::from);
+            (items, s("applied"), s("attempted"))
+        }
+        None => {
+            let store = open_store(cli)?;
+            let meta = |k: &str| store.get_meta(k).ok().flatten();
+            (
+                store.statuses()?,
+                meta(steward_controller::META_SOURCE_APPLIED_DESCRIBE),
+                meta(steward_controller::META_SOURCE_ATTEMPTED_DESCRIBE),
+            )
+        }
+    };
+    let source = serde_json::json!({ "applied": applied, "attempted": attempted });
+    let source_line = match (applied, attempted) {
         (Some(a), Some(t)) if a != t => format!("source: applied {a}; latest attempt {t} was refused\n"),
         (Some(a), _) => format!("source: applied {a}\n"),
         (None, Some(t)) => format!("source: latest attempt {t} was refused; nothing applied\n"),
@@ -462,13 +489,7 @@ fn event_rows(evs: &[EventRecord]) -> Vec<Vec<String>> {
 
 const EVENT_HEADER: [&str; 6] = ["LAST SEEN", "TYPE", "REASON", "OBJECT", "COUNT", "MESSAGE"];
 
-fn events(cli: &Cli, since: Option<Duration>, follow: bool, output: Format) -> anyhow::Result<u8> {
-    let store = open_store(cli)?;
-    let filter = EventFilter {
-        since: since.map(|d| OffsetDateTime::now_utc() - d),
-        ..Default::default()
-    };
-    let evs = store.events(&filter)?;
+fn events(cli: &Cli, since: Option<Duration>, follow: bool, output: Format, server: Option<&str>) -> anyhow::Result<u8> {
     let print = |evs: &[EventRecord], header: bool| match output {
         Format::Json => {
             for e in evs {
@@ -484,6 +505,21 @@ fn events(cli: &Cli, since: Option<Duration>, follow: bool, output: Format) -> a
             }
         }
     };
+    if let Some(server) = server {
+        let query = since.map_or_else(String::new, |d| format!("?since={}s", d.as_secs().max(1)));
+        let evs: Vec<EventRecord> = serde_json::from_value(api_get(server, &format!("/api/v1/events{query}"))?)?;
+        print(&evs, true);
+        if follow {
+            follow_stream(server, |e| print(&[e], false))?;
+        }
+        return Ok(0);
+    }
+    let store = open_store(cli)?;
+    let filter = EventFilter {
+        since: since.map(|d| OffsetDateTime::now_utc() - d),
+        ..Default::default()
+    };
+    let evs = store.events(&filter)?;
     print(&evs, true);
     if !follow {
         return Ok(0);
@@ -499,4 +535,28 @@ fn events(cli: &Cli, since: Option<Duration>, follow: bool, output: Format) -> a
             print(&changed, false);
         }
     }
+}
+
+/// Prints events from a controller's server-sent-event stream until it ends.
+fn follow_stream(server: &str, mut on_event: impl FnMut(EventRecord)) -> anyhow::Result<()> {
+    use std::io::Write;
+    let url = format!("{}/api/v1/events/stream", server.trim_end_matches('/'));
+    runtime()?.block_on(async {
+        let mut r = reqwest::get(&url).await.with_context(|| format!("cannot reach {url}"))?;
+        anyhow::ensure!(r.status().is_success(), "{url} answered {}", r.status());
+        let mut buf = String::new();
+        while let Some(chunk) = r.chunk().await.with_context(|| format!("reading {url}"))? {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(i) = buf.find('\n') {
+                let line: String = buf.drain(..=i).collect();
+                if let Some(data) = line.trim_end().strip_prefix("data:") {
+                    if let Ok(e) = serde_json::from_str::<EventRecord>(data.trim()) {
+                        on_event(e);
+                        std::io::stdout().flush().ok();
+                    }
+                }
+            }
+        }
+        Ok(())
+    })
 }

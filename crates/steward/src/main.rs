@@ -94,6 +94,9 @@ pub enum Command {
     Status {
         #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
         output: Format,
+        /// Read from a running controller's API (e.g. http://127.0.0.1:9469) instead of the state file.
+        #[arg(long)]
+        server: Option<String>,
     },
     /// Reconcile events, oldest first.
     Events {
@@ -105,6 +108,9 @@ pub enum Command {
         follow: bool,
         #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
         output: Format,
+        /// Read from a running controller's API (e.g. http://127.0.0.1:9469) instead of the state file.
+        #[arg(long)]
+        server: Option<String>,
     },
     /// Revision history of a service, newest first.
     History {
