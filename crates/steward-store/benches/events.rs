@@ -1,4 +1,6 @@
 //! Store timings with a 100,000-event table: `cargo bench -p steward-store --bench events`.
+//! Against PostgreSQL: `STEWARD_BENCH_STORE=postgres://…/scratch cargo bench …` (an empty
+//! database of its own: the events stay there).
 
 use steward_plan::status::{EventType, NewEvent};
 use steward_store::{EventFilter, Store};
@@ -17,17 +19,14 @@ fn event(object: &str, reason: &str, message: &str) -> NewEvent {
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("bench.db")).unwrap();
+    let store = match std::env::var("STEWARD_BENCH_STORE") {
+        Ok(url) => Store::open_url(&url).unwrap(),
+        Err(_) => Store::open(&dir.path().join("bench.db")).unwrap(),
+    };
     let start = std::time::Instant::now();
     for i in 0..100_000i64 {
-        let ev = event(
-            &format!("Service/s{}", i % 100),
-            "Tick",
-            &format!("tick {i}"),
-        );
-        store
-            .record_event(&ev, T0 + Duration::milliseconds(i))
-            .unwrap();
+        let ev = event(&format!("Service/s{}", i % 100), "Tick", &format!("tick {i}"));
+        store.record_event(&ev, T0 + Duration::milliseconds(i)).unwrap();
     }
     let insert = start.elapsed();
     let start = std::time::Instant::now();
