@@ -77,6 +77,8 @@ pub struct Controller {
     /// Names of services this controller desires or owns, as of the last pass.
     known: std::collections::BTreeSet<String>,
     notifier: Option<(steward_backends::notify::Notifier, bool)>,
+    /// With a shared store: every Swarm write first confirms this controller still leads.
+    fence: Option<std::sync::Arc<steward_store::leader::Leadership>>,
 }
 
 /// A revision of the desired state's source.
@@ -107,6 +109,7 @@ impl Controller {
             source_applied: None,
             known: Default::default(),
             notifier: None,
+            fence: None,
         }
     }
 
@@ -115,6 +118,16 @@ impl Controller {
     pub fn set_source(&mut self, paths: Vec<PathBuf>, revision: Option<SourceRevision>) {
         self.paths = paths;
         self.source_attempted = revision;
+    }
+
+    /// Fences every Swarm write on `leadership` (a shared store with several controllers).
+    pub fn set_fence(&mut self, leadership: std::sync::Arc<steward_store::leader::Leadership>) {
+        self.fence = Some(leadership);
+    }
+
+    /// False when another controller has taken over: nothing may be written.
+    fn may_write(&self) -> bool {
+        self.fence.as_ref().is_none_or(|l| l.confirm())
     }
 
     /// Posts Warning events (all events with `all`) to webhooks.
@@ -373,6 +386,10 @@ impl Controller {
             if let Some(until) = self.backoff.blocked_until(&object, started) {
                 tracing::debug!(object, "in backoff for {:?}", until - started);
                 continue;
+            }
+            if !self.may_write() {
+                outcome.blocking.push("this controller no longer leads: writes stopped".into());
+                break;
             }
             let rolling_back = active.as_ref().is_some_and(|r| {
                 r.services.iter().any(|sr| format!("Service/{}", sr.name) == object && sr.phase == SvcPhase::RollingBack)
@@ -811,11 +828,17 @@ impl Controller {
         // Persist before acting: a job recorded as started is never started again after a crash.
         self.save_rollout(Some(&r));
         for j in &out.start_jobs {
+            if !self.may_write() {
+                break;
+            }
             if let Err(e) = start_job(&self.swarm, &desired.stack, j).await {
                 self.event(EventType::Warning, "PreDeployStartFailed", &format!("Service/{}", j.service), e);
             }
         }
         for name in &out.remove_jobs {
+            if !self.may_write() {
+                break;
+            }
             if let Err(e) = self.swarm.remove_job(name).await {
                 tracing::warn!(job = %name, error = %error_chain(&e), "cannot remove finished job");
             }

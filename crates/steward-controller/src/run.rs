@@ -24,6 +24,8 @@ pub struct RunOptions {
     pub git_interval: Duration,
     /// Requests from the HTTP API and webhooks.
     pub wake: Option<mpsc::Receiver<Wake>>,
+    /// With a shared store, only the leader reconciles; the others stand by.
+    pub leadership: Option<std::sync::Arc<steward_store::leader::Leadership>>,
     /// Called after every pass (metrics, readiness).
     pub after_pass: Option<Box<dyn FnMut(&Controller, &PassOutcome, Duration) + Send>>,
 }
@@ -94,6 +96,9 @@ enum Trigger {
     Sync,
     Fetch,
 }
+
+/// How often a standby looks at the election (its retry period is 2 s).
+const LEADER_CHECK: Duration = Duration::from_millis(500);
 
 /// Gathers a burst of triggers into one pass (a `docker stack`-sized change emits many events).
 const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -194,6 +199,7 @@ pub async fn run(mut ctl: Controller, mut opts: RunOptions, shutdown: impl Futur
     tokio::pin!(shutdown);
     // When the next pass is due without any trigger (requeue or resync).
     let mut due = tokio::time::Instant::now();
+    let mut was_leader = false;
     loop {
         let mut fetch = false;
         let mut relevant = false;
@@ -227,6 +233,30 @@ pub async fn run(mut ctl: Controller, mut opts: RunOptions, shutdown: impl Futur
             if fetch || now >= next_fetch {
                 relevant |= fetch_git(&mut ctl, git, &mut git_state);
                 next_fetch = tokio::time::Instant::now() + opts.git_interval;
+            }
+        }
+        if let Some(l) = &opts.leadership {
+            let leading = l.is_leader();
+            if leading != was_leader {
+                was_leader = leading;
+                let object = format!("Stack/{}", ctl.stack_name());
+                if leading {
+                    ctl.event(
+                        EventType::Normal,
+                        "LeadershipAcquired",
+                        &object,
+                        format!("{} leads (epoch {}) and reconciles", l.holder(), l.epoch()),
+                    );
+                    // A new leader re-reads everything at once.
+                    relevant = true;
+                } else {
+                    ctl.event(EventType::Warning, "LeadershipLost", &object, format!("{} stands by", l.holder()));
+                }
+            }
+            if !leading {
+                // Standing by: look at the election again within its retry period.
+                due = tokio::time::Instant::now() + LEADER_CHECK;
+                continue;
             }
         }
         if !(relevant || fetch || now >= due) {

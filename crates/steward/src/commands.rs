@@ -143,7 +143,11 @@ async fn plan(cli: &Cli, paths: &[PathBuf], output: Format) -> anyhow::Result<u8
 }
 
 fn open_store(cli: &Cli) -> anyhow::Result<Arc<Store>> {
-    Ok(Arc::new(Store::open(&cli.state).with_context(|| format!("cannot open state {}", cli.state.display()))?))
+    let store = match &cli.store {
+        Some(url) => Store::open_url(url).context("cannot open the store")?,
+        None => Store::open(&cli.state).with_context(|| format!("cannot open state {}", cli.state.display()))?,
+    };
+    Ok(Arc::new(store))
 }
 
 async fn apply(cli: &Cli, paths: &[PathBuf], timeout: Duration) -> anyhow::Result<u8> {
@@ -300,7 +304,21 @@ async fn run(
     listen: crate::Listen,
 ) -> anyhow::Result<u8> {
     let store = open_store(cli)?;
+    let holder = format!(
+        "{}:{}",
+        std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "host".into()),
+        std::process::id()
+    );
+    // An embedded store has one writer by construction; a shared one elects a leader.
+    let leadership = if store.is_postgres() {
+        Some(Arc::new(steward_store::leader::Leadership::start(&store, &holder).context("cannot start leader election")?))
+    } else {
+        None
+    };
     let mut ctl = Controller::new(swarm(cli)?, store.clone(), paths.to_vec());
+    if let Some(l) = &leadership {
+        ctl.set_fence(l.clone());
+    }
     if !notify.is_empty() {
         ctl.set_notifier(steward_backends::notify::Notifier::start(notify), notify_all);
     }
@@ -366,6 +384,7 @@ async fn run(
             git_interval,
             wake,
             after_pass,
+            leadership,
         },
         stopped(stop_rx),
     )

@@ -16,6 +16,10 @@ pub struct Cli {
     /// Embedded state file (status, events).
     #[arg(long, global = true, env = "STEWARD_STATE", default_value = ".steward/state.db")]
     pub state: PathBuf,
+    /// Shared store instead of the state file: `postgres://user@host:port/db`. Several
+    /// controllers on one store elect one leader; the others serve the read API and stand by.
+    #[arg(long, global = true, env = "STEWARD_STORE")]
+    pub store: Option<String>,
     /// Docker Engine address: unix:///path or tcp://host:port.
     #[arg(long, global = true, env = "DOCKER_HOST", default_value = steward_backends::swarm::DEFAULT_DOCKER_HOST)]
     pub docker_host: String,
