@@ -167,7 +167,10 @@ async fn status_lists_resources_and_the_persisted_rollout() {
     let f = fixture(None, None);
     let r = get(&f.state, "/api/v1/status").await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.json(), serde_json::json!({"items": [], "rollout": null}));
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"items": [], "rollout": null, "source": {"applied": null, "attempted": null}})
+    );
 
     f.state.store.put_status(&status_of("Service", "web", true)).unwrap();
     f.state
@@ -194,6 +197,9 @@ async fn status_lists_resources_and_the_persisted_rollout() {
     assert_eq!(v["items"][0]["conditions"][0]["status"], "True");
     assert_eq!(v["items"][1]["runningReplicas"], 1);
     assert_eq!(v["rollout"]["phase"], "Verifying");
+    f.state.store.set_meta(steward_controller::META_SOURCE_APPLIED_DESCRIBE, "1a2b3c4 'scale web' (Jane)").unwrap();
+    let v = get(&f.state, "/api/v1/status").await.json();
+    assert_eq!(v["source"]["applied"], "1a2b3c4 'scale web' (Jane)");
 
     // The controller writes "null" when no rollout is in force; garbage reads as none too.
     f.state
