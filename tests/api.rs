@@ -413,7 +413,14 @@ fn cli_reads_status_and_follows_events_from_a_running_controller() {
     }
     let mut w = World::new("server");
     let web = w.svc("web");
-    w.write("app.yaml", &format!("{}{}", w.stack_doc(false), w.service_doc("web", "taxcollector-demo:v1", 1, "")));
+    w.write(
+        "app.yaml",
+        &format!(
+            "{}{}",
+            w.stack_doc(false),
+            w.service_doc("web", "taxcollector-demo:v1", 1, "")
+        ),
+    );
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     w.spawn_run(&["--listen", &listen]);
@@ -421,18 +428,42 @@ fn cli_reads_status_and_follows_events_from_a_running_controller() {
     let status = wait_for("status over the API shows web Ready", Duration::from_secs(60), || {
         // A different state file: the data can only come from the server.
         let o = std::process::Command::new(steward_bin())
-            .args(["--state", "/nonexistent/steward.db", "status", "-o", "json", "--server", &server])
+            .args([
+                "--state",
+                "/nonexistent/steward.db",
+                "status",
+                "-o",
+                "json",
+                "--server",
+                &server,
+            ])
             .output()
             .ok()?;
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
-        let item = v["items"].as_array()?.iter().find(|i| i["name"] == web.as_str())?.clone();
-        let ready = item["conditions"].as_array()?.iter().any(|c| c["type"] == "Ready" && c["status"] == "True");
+        let item = v["items"]
+            .as_array()?
+            .iter()
+            .find(|i| i["name"] == web.as_str())?
+            .clone();
+        let ready = item["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
         ready.then_some(item)
     });
     assert_eq!(status["runningReplicas"], 1);
 
     let mut follow = std::process::Command::new(steward_bin())
-        .args(["--state", "/nonexistent/steward.db", "events", "--follow", "-o", "json", "--server", &server])
+        .args([
+            "--state",
+            "/nonexistent/steward.db",
+            "events",
+            "--follow",
+            "-o",
+            "json",
+            "--server",
+            &server,
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -448,7 +479,9 @@ fn cli_reads_status_and_follows_events_from_a_running_controller() {
         }
     });
     // Let the follower connect (it prints the history first), then cause a Warning.
-    wait_for("history printed", Duration::from_secs(10), || rx.recv_timeout(Duration::from_millis(200)).ok());
+    wait_for("history printed", Duration::from_secs(10), || {
+        rx.recv_timeout(Duration::from_millis(200)).ok()
+    });
     docker_ok(&["service", "scale", "-d", &format!("{web}=2")]);
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let mut seen = false;

@@ -22,9 +22,18 @@ fn validate_reports_every_error_with_file_line_column_and_field() {
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "one line per error: {out}");
-    assert!(lines[0].contains("a.yaml:6:") && lines[0].contains("spec.image: invalid image reference"), "{out}");
-    assert!(lines[1].contains("a.yaml:17:") && lines[1].contains("spec.update.delay: invalid duration"), "{out}");
-    assert!(lines[2].contains("b.yaml:8:") && lines[2].to_lowercase().contains("duplicate"), "{out}");
+    assert!(
+        lines[0].contains("a.yaml:6:") && lines[0].contains("spec.image: invalid image reference"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains("a.yaml:17:") && lines[1].contains("spec.update.delay: invalid duration"),
+        "{out}"
+    );
+    assert!(
+        lines[2].contains("b.yaml:8:") && lines[2].to_lowercase().contains("duplicate"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -42,7 +51,11 @@ fn missing_secret_reference_is_an_error_and_secret_never_printed() {
     w.write("s.yaml", "apiVersion: steward.io/v1alpha1\nkind: Service\nmetadata:\n  name: web\nspec:\n  image: app:v1\n  env:\n    - name: DB_PASSWORD\n      valueFrom:\n        env: STEWARD_E2E_UNSET_VAR\n");
     let o = w.steward(&["validate", "--resolve", w.manifests().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stdout(&o).contains("s.yaml:8:") && stdout(&o).contains("STEWARD_E2E_UNSET_VAR"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("s.yaml:8:") && stdout(&o).contains("STEWARD_E2E_UNSET_VAR"),
+        "{}",
+        stdout(&o)
+    );
 
     w.write("s.yaml", "apiVersion: steward.io/v1alpha1\nkind: Service\nmetadata:\n  name: web\nspec:\n  image: app:v1\n  env:\n    - name: DB_PASSWORD\n      value: hunter2-inline\n");
     let o = w.steward(&["validate", w.manifests().to_str().unwrap()]);

@@ -17,14 +17,27 @@ impl Db {
     fn create(test: &str) -> Option<Db> {
         let port = std::env::var("STEWARD_PG_PORT").unwrap_or_else(|_| "15432".into());
         let admin = format!("postgres://postgres@127.0.0.1:{port}/postgres");
-        let ok = Command::new("psql").args([&admin, "-qAtc", "select 1"]).output().is_ok_and(|o| o.status.success());
+        let ok = Command::new("psql")
+            .args([&admin, "-qAtc", "select 1"])
+            .output()
+            .is_ok_and(|o| o.status.success());
         if !ok {
-            assert!(std::env::var(REQUIRE_ENV).as_deref() != Ok("1"), "{test}: PostgreSQL is not running: run scripts/ensure-postgres.sh");
+            assert!(
+                std::env::var(REQUIRE_ENV).as_deref() != Ok("1"),
+                "{test}: PostgreSQL is not running: run scripts/ensure-postgres.sh"
+            );
             eprintln!("SKIPPED {test}: no PostgreSQL on 127.0.0.1:{port}");
             return None;
         }
-        let name = format!("steward_e2e_{}_{}", std::process::id(), Instant::now().elapsed().subsec_nanos() % 100_000);
-        let out = Command::new("psql").args([&admin, "-qAtc", &format!("CREATE DATABASE {name}")]).output().unwrap();
+        let name = format!(
+            "steward_e2e_{}_{}",
+            std::process::id(),
+            Instant::now().elapsed().subsec_nanos() % 100_000
+        );
+        let out = Command::new("psql")
+            .args([&admin, "-qAtc", &format!("CREATE DATABASE {name}")])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let url = format!("postgres://postgres@127.0.0.1:{port}/{name}");
         Some(Db { admin, name, url })
@@ -33,7 +46,13 @@ impl Db {
 
 impl Drop for Db {
     fn drop(&mut self) {
-        let _ = Command::new("psql").args([&self.admin, "-qAtc", &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)]).output();
+        let _ = Command::new("psql")
+            .args([
+                &self.admin,
+                "-qAtc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .output();
     }
 }
 
@@ -46,7 +65,9 @@ fn one_leader_fails_over_within_15s_and_nothing_runs_twice() {
     if !require_swarm("one_leader_fails_over_within_15s_and_nothing_runs_twice") {
         return;
     }
-    let Some(db) = Db::create("one_leader_fails_over_within_15s_and_nothing_runs_twice") else { return };
+    let Some(db) = Db::create("one_leader_fails_over_within_15s_and_nothing_runs_twice") else {
+        return;
+    };
     let mut w = World::new("ha");
     w.env.push(("STEWARD_STORE".into(), db.url.clone()));
     let web = w.svc("web");
@@ -67,13 +88,23 @@ fn one_leader_fails_over_within_15s_and_nothing_runs_twice() {
     };
     w.write("app.yaml", &doc(&w, "taxcollector-demo:v1"));
     let a = w.spawn_run(&[]);
-    wait_for("a leader", Duration::from_secs(30), || (!events(&w, "LeadershipAcquired").is_empty()).then_some(()));
+    wait_for("a leader", Duration::from_secs(30), || {
+        (!events(&w, "LeadershipAcquired").is_empty()).then_some(())
+    });
     let b = w.spawn_run(&[]);
-    wait_for("v1 rolled out", Duration::from_secs(90), || (events(&w, "RolloutComplete").len() == 1).then_some(()));
+    wait_for("v1 rolled out", Duration::from_secs(90), || {
+        (events(&w, "RolloutComplete").len() == 1).then_some(())
+    });
     let leaders = events(&w, "LeadershipAcquired");
     assert_eq!(leaders.len(), 1, "exactly one leader: {leaders:?}");
     let pid_a = w.child(a).id();
-    assert!(leaders[0]["message"].as_str().unwrap().contains(&format!(":{pid_a} leads")), "{leaders:?}");
+    assert!(
+        leaders[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!(":{pid_a} leads")),
+        "{leaders:?}"
+    );
 
     // v2 with a pre-deploy job; kill the leader while v2 is being verified.
     w.write("app.yaml", &doc(&w, "taxcollector-demo:v2"));
@@ -105,7 +136,12 @@ fn one_leader_fails_over_within_15s_and_nothing_runs_twice() {
     assert_eq!(v2_jobs[0]["count"], 1);
     let v2_writes: Vec<_> = events(&w, "Updated")
         .into_iter()
-        .filter(|e| e["message"].as_str().unwrap().contains("taxcollector-demo:v1 → taxcollector-demo:v2"))
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains("taxcollector-demo:v1 → taxcollector-demo:v2")
+        })
         .collect();
     assert_eq!(v2_writes.len(), 1, "the v2 update was written once: {v2_writes:?}");
     assert_eq!(v2_writes[0]["count"], 1);

@@ -33,7 +33,11 @@ fn receiver(fail_first: usize, hang: bool) -> (u16, Arc<Mutex<Vec<String>>>) {
                 if let Some((head, rest)) = text.split_once("\r\n\r\n") {
                     let len = head
                         .lines()
-                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
                         .unwrap_or(0);
                     if rest.len() >= len {
                         break Some(rest[..len].to_string());
@@ -49,7 +53,11 @@ fn receiver(fail_first: usize, hang: bool) -> (u16, Arc<Mutex<Vec<String>>>) {
                 continue;
             }
             n += 1;
-            let status = if n <= fail_first { "500 Internal Server Error" } else { "200 OK" };
+            let status = if n <= fail_first {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
             let _ = write!(c, "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         }
     });
@@ -66,20 +74,42 @@ fn warnings_reach_webhooks_with_retries_and_a_hanging_receiver_blocks_nothing() 
     let (generic, generic_bodies) = receiver(1, false);
     let (slack, slack_bodies) = receiver(0, false);
     let (hang, _) = receiver(0, true);
-    w.write("app.yaml", &format!("{}{}", w.stack_doc(false), w.service_doc("web", "taxcollector-demo:v1", 1, "")));
+    w.write(
+        "app.yaml",
+        &format!(
+            "{}{}",
+            w.stack_doc(false),
+            w.service_doc("web", "taxcollector-demo:v1", 1, "")
+        ),
+    );
     let (hang_url, generic_url, slack_url) = (
         format!("http://127.0.0.1:{hang}/hang"),
         format!("http://127.0.0.1:{generic}/hook"),
         format!("http://127.0.0.1:{slack}/slack"),
     );
     // The hanging receiver comes first: it must delay neither the reconcile nor the others.
-    w.spawn_run(&["--notify", &hang_url, "--notify", &generic_url, "--notify-slack", &slack_url]);
-    wait_for("web running", Duration::from_secs(60), || (running(&web) == Some((1, 1))).then_some(()));
+    w.spawn_run(&[
+        "--notify",
+        &hang_url,
+        "--notify",
+        &generic_url,
+        "--notify-slack",
+        &slack_url,
+    ]);
+    wait_for("web running", Duration::from_secs(60), || {
+        (running(&web) == Some((1, 1))).then_some(())
+    });
 
     docker_ok(&["service", "scale", "-d", &format!("{web}=3")]);
     let t0 = Instant::now();
-    wait_for("drift corrected", Duration::from_secs(10), || (replicas(&web) == Some(1)).then_some(()));
-    assert!(t0.elapsed() < Duration::from_secs(3), "a hanging webhook held up the reconcile: {:?}", t0.elapsed());
+    wait_for("drift corrected", Duration::from_secs(10), || {
+        (replicas(&web) == Some(1)).then_some(())
+    });
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "a hanging webhook held up the reconcile: {:?}",
+        t0.elapsed()
+    );
 
     // The generic receiver refused the first delivery: the retry brings it.
     let body = wait_for("generic payload after a retry", Duration::from_secs(20), || {
@@ -95,7 +125,12 @@ fn warnings_reach_webhooks_with_retries_and_a_hanging_receiver_blocks_nothing() 
     assert!(v["message"].as_str().unwrap().contains("replicas: 3 → 1"));
 
     let text = wait_for("slack payload", Duration::from_secs(20), || {
-        slack_bodies.lock().unwrap().iter().find(|x| x.contains("DriftCorrected")).cloned()
+        slack_bodies
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|x| x.contains("DriftCorrected"))
+            .cloned()
     });
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert!(v["text"].as_str().unwrap().contains("*DriftCorrected*"), "{v}");

@@ -49,7 +49,13 @@ fn health(port: u16) -> String {
 }
 
 fn ok(o: &std::process::Output) {
-    assert!(o.status.success(), "steward failed ({:?}):\n{}\n{}", o.status.code(), stdout(o), stderr(o));
+    assert!(
+        o.status.success(),
+        "steward failed ({:?}):\n{}\n{}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    );
 }
 
 fn events_with(w: &World, reason: &str) -> Vec<serde_json::Value> {
@@ -68,27 +74,62 @@ fn v1_to_v2_completes_and_reports_healthy() {
     let w = World::new("ro-ok");
     let port = free_port();
     let name = w.svc("web");
-    w.write("app.yaml", &format!("{}{}", w.stack_doc(false), web(&w, "web", "taxcollector-demo:v1", port, &health(port))));
+    w.write(
+        "app.yaml",
+        &format!(
+            "{}{}",
+            w.stack_doc(false),
+            web(&w, "web", "taxcollector-demo:v1", port, &health(port))
+        ),
+    );
     ok(&w.apply());
     assert!(serving(port, "v1"));
 
-    w.write("app.yaml", &format!("{}{}", w.stack_doc(false), web(&w, "web", "taxcollector-demo:v2", port, &health(port))));
+    w.write(
+        "app.yaml",
+        &format!(
+            "{}{}",
+            w.stack_doc(false),
+            web(&w, "web", "taxcollector-demo:v2", port, &health(port))
+        ),
+    );
     let o = w.apply();
     ok(&o);
     assert!(serving(port, "v2"));
-    assert_eq!(w.condition("Service", &name, "Ready"), Some(("True".into(), "Converged".into())));
-    assert_eq!(w.condition("Service", &name, "Degraded").map(|c| c.0), Some("False".into()));
+    assert_eq!(
+        w.condition("Service", &name, "Ready"),
+        Some(("True".into(), "Converged".into()))
+    );
+    assert_eq!(
+        w.condition("Service", &name, "Degraded").map(|c| c.0),
+        Some("False".into())
+    );
     let verified = events_with(&w, "RolloutVerified");
-    assert!(verified.iter().any(|e| e["message"].as_str().unwrap().contains("taxcollector-demo:v2 verified")), "{verified:?}");
-    assert_eq!(events_with(&w, "RolloutComplete").len(), 2, "creation and the update are both rollouts");
+    assert!(
+        verified
+            .iter()
+            .any(|e| e["message"].as_str().unwrap().contains("taxcollector-demo:v2 verified")),
+        "{verified:?}"
+    );
+    assert_eq!(
+        events_with(&w, "RolloutComplete").len(),
+        2,
+        "creation and the update are both rollouts"
+    );
 
     let h = w.steward(&["history", &name, "-o", "json"]);
     ok(&h);
     let h: serde_json::Value = serde_json::from_slice(&h.stdout).unwrap();
     let revs = h["revisions"].as_array().unwrap();
     assert_eq!(revs.len(), 2);
-    assert_eq!((revs[0]["image"].as_str(), revs[0]["outcome"].as_str()), (Some("taxcollector-demo:v2"), Some("Complete")));
-    assert_eq!((revs[1]["image"].as_str(), revs[1]["outcome"].as_str()), (Some("taxcollector-demo:v1"), Some("Complete")));
+    assert_eq!(
+        (revs[0]["image"].as_str(), revs[0]["outcome"].as_str()),
+        (Some("taxcollector-demo:v2"), Some("Complete"))
+    );
+    assert_eq!(
+        (revs[1]["image"].as_str(), revs[1]["outcome"].as_str()),
+        (Some("taxcollector-demo:v1"), Some("Complete"))
+    );
 }
 
 #[test]
@@ -100,16 +141,41 @@ fn broken_image_is_rolled_back_and_not_retried() {
     let port = free_port();
     let name = w.svc("web");
     // No health gate: this is Swarm's own detection (the task exits at start).
-    w.write("app.yaml", &format!("{}{}", w.stack_doc(false), web(&w, "web", "taxcollector-demo:v2", port, "")));
+    w.write(
+        "app.yaml",
+        &format!(
+            "{}{}",
+            w.stack_doc(false),
+            web(&w, "web", "taxcollector-demo:v2", port, "")
+        ),
+    );
     ok(&w.apply());
 
-    w.write("app.yaml", &format!("{}{}", w.stack_doc(false), web(&w, "web", "taxcollector-demo:broken", port, "")));
+    w.write(
+        "app.yaml",
+        &format!(
+            "{}{}",
+            w.stack_doc(false),
+            web(&w, "web", "taxcollector-demo:broken", port, "")
+        ),
+    );
     let o = w.apply();
-    assert_eq!(o.status.code(), Some(1), "a rolled-back deploy is not a success:\n{}\n{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a rolled-back deploy is not a success:\n{}\n{}",
+        stdout(&o),
+        stderr(&o)
+    );
     assert!(stderr(&o).contains("rolled back"), "{}", stderr(&o));
     assert_eq!(image(&name).as_deref(), Some("taxcollector-demo:v2"));
-    wait_for("v2 serving again", Duration::from_secs(30), || serving(port, "v2").then_some(()));
-    assert_eq!(w.condition("Service", &name, "Degraded"), Some(("True".into(), "RolledBack".into())));
+    wait_for("v2 serving again", Duration::from_secs(30), || {
+        serving(port, "v2").then_some(())
+    });
+    assert_eq!(
+        w.condition("Service", &name, "Degraded"),
+        Some(("True".into(), "RolledBack".into()))
+    );
     let rb = events_with(&w, "RolledBack");
     assert_eq!(rb.len(), 1, "{rb:?}");
     assert_eq!(rb[0]["type"], "Warning");
@@ -134,21 +200,49 @@ fn unhealthy_version_is_caught_by_the_health_gate_and_rolled_back() {
     let w = World::new("ro-unhealthy");
     let port = free_port();
     let name = w.svc("web");
-    w.write("app.yaml", &format!("{}{}", w.stack_doc(false), web(&w, "web", "taxcollector-demo:v2", port, &health(port))));
+    w.write(
+        "app.yaml",
+        &format!(
+            "{}{}",
+            w.stack_doc(false),
+            web(&w, "web", "taxcollector-demo:v2", port, &health(port))
+        ),
+    );
     ok(&w.apply());
 
-    w.write("app.yaml", &format!("{}{}", w.stack_doc(false), web(&w, "web", "taxcollector-demo:unhealthy", port, &health(port))));
+    w.write(
+        "app.yaml",
+        &format!(
+            "{}{}",
+            w.stack_doc(false),
+            web(&w, "web", "taxcollector-demo:unhealthy", port, &health(port))
+        ),
+    );
     let o = w.apply();
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(err.contains("health check") && err.contains("HTTP 500"), "{err}");
     assert_eq!(image(&name).as_deref(), Some("taxcollector-demo:v2"));
-    wait_for("v2 serving again", Duration::from_secs(30), || serving(port, "v2").then_some(()));
+    wait_for("v2 serving again", Duration::from_secs(30), || {
+        serving(port, "v2").then_some(())
+    });
     let issued = events_with(&w, "RollbackIssued");
     assert!(!issued.is_empty(), "steward, not Swarm, rolled this back");
     let status = w.status_json();
-    let item = status["items"].as_array().unwrap().iter().find(|i| i["name"] == name.as_str()).unwrap().clone();
-    let degraded = item["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Degraded").unwrap().clone();
+    let item = status["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == name.as_str())
+        .unwrap()
+        .clone();
+    let degraded = item["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Degraded")
+        .unwrap()
+        .clone();
     assert_eq!(degraded["reason"], "RolledBack");
     assert!(degraded["message"].as_str().unwrap().contains("HTTP 500"), "{degraded}");
 }
@@ -162,16 +256,34 @@ fn failing_pre_deploy_job_leaves_the_service_untouched() {
     let port = free_port();
     let name = w.svc("web");
     let job = |args: &str| format!("  preDeploy:\n    - name: migrate\n      args: [{args}]\n      timeout: 60s\n");
-    w.write("app.yaml", &format!("{}{}", w.stack_doc(false), web(&w, "web", "taxcollector-demo:v1", port, &job("migrate"))));
+    w.write(
+        "app.yaml",
+        &format!(
+            "{}{}",
+            w.stack_doc(false),
+            web(&w, "web", "taxcollector-demo:v1", port, &job("migrate"))
+        ),
+    );
     ok(&w.apply());
     let ran = events_with(&w, "PreDeploySucceeded");
     assert_eq!(ran.len(), 1);
-    assert!(ran[0]["message"].as_str().unwrap().contains("0042_split_payments... OK"), "job logs are captured: {}", ran[0]);
+    assert!(
+        ran[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("0042_split_payments... OK"),
+        "job logs are captured: {}",
+        ran[0]
+    );
     let version = version_index(&name);
 
     w.write(
         "app.yaml",
-        &format!("{}{}", w.stack_doc(false), web(&w, "web", "taxcollector-demo:v2", port, &job("migrate, --fail"))),
+        &format!(
+            "{}{}",
+            w.stack_doc(false),
+            web(&w, "web", "taxcollector-demo:v2", port, &job("migrate, --fail"))
+        ),
     );
     let o = w.apply();
     assert_eq!(o.status.code(), Some(1));
@@ -181,8 +293,19 @@ fn failing_pre_deploy_job_leaves_the_service_untouched() {
     assert!(serving(port, "v1"));
     let failed = events_with(&w, "PreDeployFailed");
     assert_eq!(failed.len(), 1);
-    assert!(failed[0]["message"].as_str().unwrap().contains("contains null values"), "{}", failed[0]);
-    let leftovers = docker_ok(&["service", "ls", "--filter", &format!("label=steward.io/job-of={name}"), "--format", "{{.Name}}"]);
+    assert!(
+        failed[0]["message"].as_str().unwrap().contains("contains null values"),
+        "{}",
+        failed[0]
+    );
+    let leftovers = docker_ok(&[
+        "service",
+        "ls",
+        "--filter",
+        &format!("label=steward.io/job-of={name}"),
+        "--format",
+        "{{.Name}}",
+    ]);
     assert!(leftovers.is_empty(), "job services are removed when done: {leftovers}");
 }
 
@@ -199,7 +322,13 @@ fn second_service_failing_reverts_both() {
             "{}{}{}",
             w.stack_doc(false),
             web(&w, "api", api_image, p1, &health(p1)),
-            web(&w, "worker", worker_image, p2, &format!("{}  dependsOn: [{api}]\n", health(p2)))
+            web(
+                &w,
+                "worker",
+                worker_image,
+                p2,
+                &format!("{}  dependsOn: [{api}]\n", health(p2))
+            )
         )
     };
     w.write("app.yaml", &doc("taxcollector-demo:v1", "taxcollector-demo:v1"));
@@ -208,14 +337,28 @@ fn second_service_failing_reverts_both() {
     w.write("app.yaml", &doc("taxcollector-demo:v2", "taxcollector-demo:unhealthy"));
     let o = w.apply();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert_eq!(image(&api).as_deref(), Some("taxcollector-demo:v1"), "the healthy service of the revision is reverted too");
+    assert_eq!(
+        image(&api).as_deref(),
+        Some("taxcollector-demo:v1"),
+        "the healthy service of the revision is reverted too"
+    );
     assert_eq!(image(&worker).as_deref(), Some("taxcollector-demo:v1"));
-    wait_for("both serve v1", Duration::from_secs(30), || (serving(p1, "v1") && serving(p2, "v1")).then_some(()));
+    wait_for("both serve v1", Duration::from_secs(30), || {
+        (serving(p1, "v1") && serving(p2, "v1")).then_some(())
+    });
     // The order held: worker started only after api was verified.
     let events = w.events_json();
-    let pos = |reason: &str, obj: &str| events.iter().position(|e| e["reason"] == reason && e["object"] == format!("Service/{obj}"));
-    let api_verified = events.iter().rposition(|e| e["reason"] == "RolloutVerified" && e["object"] == format!("Service/{api}"));
-    let worker_updating = events.iter().rposition(|e| e["reason"] == "RolloutUpdating" && e["object"] == format!("Service/{worker}"));
+    let pos = |reason: &str, obj: &str| {
+        events
+            .iter()
+            .position(|e| e["reason"] == reason && e["object"] == format!("Service/{obj}"))
+    };
+    let api_verified = events
+        .iter()
+        .rposition(|e| e["reason"] == "RolloutVerified" && e["object"] == format!("Service/{api}"));
+    let worker_updating = events
+        .iter()
+        .rposition(|e| e["reason"] == "RolloutUpdating" && e["object"] == format!("Service/{worker}"));
     assert!(api_verified < worker_updating, "dependsOn order: {events:#?}");
     assert!(pos("RollingBack", &worker).is_some());
 }
@@ -229,10 +372,18 @@ fn controller_killed_while_verifying_resumes_without_rerunning_jobs() {
     let port = free_port();
     let name = w.svc("web");
     let extra = |window: &str| {
-        format!("{}  preDeploy:\n    - name: migrate\n      args: [migrate]\n", health(port)).replace("verifyWindow: 2s", window)
+        format!(
+            "{}  preDeploy:\n    - name: migrate\n      args: [migrate]\n",
+            health(port)
+        )
+        .replace("verifyWindow: 2s", window)
     };
     let doc = |w: &World, image: &str| {
-        format!("{}{}", w.stack_doc(false), web(w, "web", image, port, &extra("")).replace("verifyWindow: 2s", "verifyWindow: 6s"))
+        format!(
+            "{}{}",
+            w.stack_doc(false),
+            web(w, "web", image, port, &extra("")).replace("verifyWindow: 2s", "verifyWindow: 6s")
+        )
     };
     w.write("app.yaml", &doc(&w, "taxcollector-demo:v1"));
     ok(&w.apply());
@@ -274,7 +425,13 @@ fn manual_rollback_pins_until_the_desired_state_changes() {
         format!(
             "{}{}",
             w.stack_doc(false),
-            web(&w, "web", image, port, &format!("  env:\n    - name: DEMO_GREETING\n      value: {env}\n"))
+            web(
+                &w,
+                "web",
+                image,
+                port,
+                &format!("  env:\n    - name: DEMO_GREETING\n      value: {env}\n")
+            )
         )
     };
     w.write("app.yaml", &doc("taxcollector-demo:v1", "a"));
@@ -287,12 +444,18 @@ fn manual_rollback_pins_until_the_desired_state_changes() {
     ok(&o);
     assert!(stdout(&o).contains("revision 1"), "{}", stdout(&o));
     assert_eq!(image(&name).as_deref(), Some("taxcollector-demo:v1"));
-    wait_for("v1 serving", Duration::from_secs(30), || serving(port, "v1").then_some(()));
+    wait_for("v1 serving", Duration::from_secs(30), || {
+        serving(port, "v1").then_some(())
+    });
 
     // The sync loop does not undo it.
     let version = version_index(&name);
     for _ in 0..3 {
-        assert_eq!(w.apply().status.code(), Some(1), "the pinned-out revision is reported, not applied");
+        assert_eq!(
+            w.apply().status.code(),
+            Some(1),
+            "the pinned-out revision is reported, not applied"
+        );
     }
     assert_eq!(version_index(&name), version);
     assert_eq!(image(&name).as_deref(), Some("taxcollector-demo:v1"));
@@ -302,7 +465,12 @@ fn manual_rollback_pins_until_the_desired_state_changes() {
     ok(&w.apply());
     assert!(serving(port, "v2"));
     let h: serde_json::Value = serde_json::from_slice(&w.steward(&["history", &name, "-o", "json"]).stdout).unwrap();
-    let outcomes: Vec<&str> = h["revisions"].as_array().unwrap().iter().map(|r| r["outcome"].as_str().unwrap()).collect();
+    let outcomes: Vec<&str> = h["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
     assert!(outcomes.contains(&"RolledBack"), "{outcomes:?}");
 }
 
@@ -330,17 +498,27 @@ fn scrape(id: &str, port: u16) -> Option<Target> {
     let dir = std::env::var("STEWARD_PROMETHEUS_DIR").unwrap_or_else(|_| "/tmp/steward-prometheus".into());
     let ready = http_get(prometheus_port(), "/-/ready").is_some_and(|(s, _)| s == 200);
     if !ready {
-        assert!(std::env::var(REQUIRE_ENV).as_deref() != Ok("1"), "Prometheus is not running: run scripts/ensure-prometheus.sh");
+        assert!(
+            std::env::var(REQUIRE_ENV).as_deref() != Ok("1"),
+            "Prometheus is not running: run scripts/ensure-prometheus.sh"
+        );
         eprintln!("SKIPPED: no Prometheus on 127.0.0.1:{}", prometheus_port());
         return None;
     }
     let path = std::path::Path::new(&dir).join("targets").join(format!("{id}.json"));
-    std::fs::write(&path, format!("[{{\"targets\":[\"127.0.0.1:{port}\"],\"labels\":{{\"instance_id\":\"{id}\"}}}}]")).unwrap();
+    std::fs::write(
+        &path,
+        format!("[{{\"targets\":[\"127.0.0.1:{port}\"],\"labels\":{{\"instance_id\":\"{id}\"}}}}]"),
+    )
+    .unwrap();
     Some(Target(path))
 }
 
 fn prometheus_port() -> u16 {
-    std::env::var("STEWARD_PROMETHEUS_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(19090)
+    std::env::var("STEWARD_PROMETHEUS_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(19090)
 }
 
 fn analysis(id: &str, query_kind: &str) -> String {
@@ -378,10 +556,21 @@ fn analysis_error_rate_over_threshold_rolls_back_and_empty_result_pauses() {
     let Some(_target) = scrape(&id, port) else { return };
     let stop = Arc::new(AtomicBool::new(false));
     let doc = |image: &str, kind: &str| {
-        format!("{}{}", w.stack_doc(false), web(&w, "web", image, port, &analysis(&id, kind)).replace("verifyWindow: 2s", "verifyWindow: 4s"))
+        format!(
+            "{}{}",
+            w.stack_doc(false),
+            web(&w, "web", image, port, &analysis(&id, kind)).replace("verifyWindow: 2s", "verifyWindow: 4s")
+        )
     };
     // v1 with traffic: the error rate is 0 and the analysis passes.
-    w.write("app.yaml", &format!("{}{}", w.stack_doc(false), web(&w, "web", "taxcollector-demo:v1", port, "")));
+    w.write(
+        "app.yaml",
+        &format!(
+            "{}{}",
+            w.stack_doc(false),
+            web(&w, "web", "taxcollector-demo:v1", port, "")
+        ),
+    );
     ok(&w.apply());
     let load = traffic(port, stop.clone());
     w.write("app.yaml", &doc("taxcollector-demo:v2", "error-rate"));
@@ -394,16 +583,30 @@ fn analysis_error_rate_over_threshold_rolls_back_and_empty_result_pauses() {
     let o = w.apply();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
-    assert!(err.contains("analysis failed") && err.contains("successCondition"), "{err}");
+    assert!(
+        err.contains("analysis failed") && err.contains("successCondition"),
+        "{err}"
+    );
     assert_eq!(image(&name).as_deref(), Some("taxcollector-demo:v2"));
 
     // An empty result is Inconclusive: the rollout pauses for a decision, nothing is rolled back.
     w.write("app.yaml", &doc("taxcollector-demo:v1", "empty"));
     let o = w.apply();
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("paused") && stderr(&o).contains("no data"), "{}", stderr(&o));
-    assert_eq!(image(&name).as_deref(), Some("taxcollector-demo:v1"), "inconclusive is not a rollback");
-    assert_eq!(w.condition("Service", &name, "Degraded"), Some(("True".into(), "AnalysisInconclusive".into())));
+    assert!(
+        stderr(&o).contains("paused") && stderr(&o).contains("no data"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        image(&name).as_deref(),
+        Some("taxcollector-demo:v1"),
+        "inconclusive is not a rollback"
+    );
+    assert_eq!(
+        w.condition("Service", &name, "Degraded"),
+        Some(("True".into(), "AnalysisInconclusive".into()))
+    );
     stop.store(true, Ordering::Relaxed);
     load.join().unwrap();
 }

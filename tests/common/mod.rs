@@ -40,12 +40,20 @@ pub fn steward_bin() -> &'static Path {
 /// unless STEWARD_REQUIRE_SERVICES=1, where it fails.
 pub fn require_swarm(test: &str) -> bool {
     let out = Command::new("docker")
-        .args(["info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"])
+        .args([
+            "info",
+            "--format",
+            "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}",
+        ])
         .output();
     let ok = matches!(&out, Ok(o) if o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "active true");
     if !ok {
         let why = match out {
-            Ok(o) => format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+            Ok(o) => format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
             Err(e) => e.to_string(),
         };
         if std::env::var(REQUIRE_ENV).as_deref() == Ok("1") {
@@ -126,7 +134,14 @@ pub fn label(name: &str, key: &str) -> Option<String> {
 
 /// Running tasks of a service, from `docker service ls` (status=true under the hood).
 pub fn running(name: &str) -> Option<(u64, u64)> {
-    let out = docker_ok(&["service", "ls", "--filter", &format!("name={name}"), "--format", "{{.Name}} {{.Replicas}}"]);
+    let out = docker_ok(&[
+        "service",
+        "ls",
+        "--filter",
+        &format!("name={name}"),
+        "--format",
+        "{{.Name}} {{.Replicas}}",
+    ]);
     out.lines().find_map(|l| {
         let (n, r) = l.split_once(' ')?;
         if n != name {
@@ -242,7 +257,9 @@ impl World {
             .arg("run")
             .args(&args)
             .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(self.dir.path().join(format!("run-{}.log", self.children.len()))).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::File::create(self.dir.path().join(format!("run-{}.log", self.children.len()))).unwrap(),
+            ))
             .spawn()
             .expect("spawn steward run");
         self.children.push(child);
@@ -262,26 +279,44 @@ impl World {
         let pid = self.children[i].id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         let child = &mut self.children[i];
-        wait_for("steward run to exit after SIGTERM", Duration::from_secs(10), || child.try_wait().unwrap())
+        wait_for("steward run to exit after SIGTERM", Duration::from_secs(10), || {
+            child.try_wait().unwrap()
+        })
     }
 
     pub fn status_json(&self) -> serde_json::Value {
         let o = self.steward(&["status", "-o", "json"]);
-        assert!(o.status.success(), "status failed: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         serde_json::from_slice(&o.stdout).expect("status JSON")
     }
 
     /// The condition `type` of `Kind/name` from `steward status -o json`.
     pub fn condition(&self, kind: &str, name: &str, type_: &str) -> Option<(String, String)> {
         let s = self.status_json();
-        let item = s["items"].as_array()?.iter().find(|i| i["kind"] == kind && i["name"] == name)?.clone();
-        let c = item["conditions"].as_array()?.iter().find(|c| c["type"] == type_)?.clone();
+        let item = s["items"]
+            .as_array()?
+            .iter()
+            .find(|i| i["kind"] == kind && i["name"] == name)?
+            .clone();
+        let c = item["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == type_)?
+            .clone();
         Some((c["status"].as_str()?.to_string(), c["reason"].as_str()?.to_string()))
     }
 
     pub fn events_json(&self) -> Vec<serde_json::Value> {
         let o = self.steward(&["events", "-o", "json"]);
-        assert!(o.status.success(), "events failed: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "events failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout)
             .lines()
             .map(|l| serde_json::from_str(l).expect("event JSON line"))
@@ -330,7 +365,11 @@ pub fn stderr(o: &Output) -> String {
 
 /// A free TCP port on 127.0.0.1 (bound and released; the OS does not hand it out again at once).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// `GET http://127.0.0.1:{port}{path}` → (status, body); `None` when nothing answers.

@@ -75,11 +75,7 @@ impl Config {
                 .filter(|p| *p != 0)
                 .ok_or_else(|| format!("invalid PORT {p:?} (expected 1-65535)"))?,
         };
-        Ok(Config {
-            version,
-            mode,
-            port,
-        })
+        Ok(Config { version, mode, port })
     }
 
     fn from_env() -> Result<Config, String> {
@@ -201,9 +197,7 @@ fn json_escape(s: &str) -> String {
 
 /// Escapes a Prometheus label value (backslash, double quote, newline).
 fn label_escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// Known routes; anything else is reported as `other` in metrics to keep the
@@ -253,11 +247,7 @@ impl App {
         match route {
             "/" => Response::text(200, format!("taxcollector demo {version}\n")),
             "/version" => Response::text(200, format!("{version}\n")),
-            "/metrics" => Response::new(
-                200,
-                "text/plain; version=0.0.4",
-                self.metrics.render(version),
-            ),
+            "/metrics" => Response::new(200, "text/plain; version=0.0.4", self.metrics.render(version)),
             "/api/v1/health/" => {
                 let (status, word) = match self.config.mode {
                     Mode::Unhealthy => (500, "error"),
@@ -266,10 +256,7 @@ impl App {
                 Response::new(
                     status,
                     "application/json",
-                    format!(
-                        "{{\"status\":\"{word}\",\"version\":\"{}\"}}",
-                        json_escape(version)
-                    ),
+                    format!("{{\"status\":\"{word}\",\"version\":\"{}\"}}", json_escape(version)),
                 )
             }
             _ => Response::text(404, "not found\n"),
@@ -310,11 +297,7 @@ impl Metrics {
         }
         out.push_str("# HELP demo_build_info Build information.\n");
         out.push_str("# TYPE demo_build_info gauge\n");
-        let _ = writeln!(
-            out,
-            "demo_build_info{{version=\"{}\"}} 1",
-            label_escape(version)
-        );
+        let _ = writeln!(out, "demo_build_info{{version=\"{}\"}} 1", label_escape(version));
         out
     }
 }
@@ -353,10 +336,7 @@ fn serve_connection(app: &App, stream: TcpStream) -> std::io::Result<()> {
     let (resp, include_body) = match parsed {
         _ if !complete => {
             app.metrics.record("invalid", 431);
-            (
-                Response::text(431, "request head too large or truncated\n"),
-                true,
-            )
+            (Response::text(431, "request head too large or truncated\n"), true)
         }
         Err(msg) => {
             app.metrics.record("invalid", 400);
@@ -390,13 +370,11 @@ fn run_server(app: Arc<App>) -> ExitCode {
         match conn {
             Ok(stream) => {
                 let app = Arc::clone(&app);
-                let spawned = std::thread::Builder::new()
-                    .name("conn".into())
-                    .spawn(move || {
-                        if let Err(e) = serve_connection(&app, stream) {
-                            eprintln!("demo-app: connection error: {e}");
-                        }
-                    });
+                let spawned = std::thread::Builder::new().name("conn".into()).spawn(move || {
+                    if let Err(e) = serve_connection(&app, stream) {
+                        eprintln!("demo-app: connection error: {e}");
+                    }
+                });
                 if let Err(e) = spawned {
                     eprintln!("demo-app: cannot spawn connection thread: {e}");
                 }
@@ -423,8 +401,8 @@ fn parse_status_line(line: &str) -> Option<u16> {
 
 fn healthcheck(port: u16) -> Result<u16, String> {
     let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
-    let mut stream = TcpStream::connect_timeout(&addr, HEALTHCHECK_TIMEOUT)
-        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let mut stream =
+        TcpStream::connect_timeout(&addr, HEALTHCHECK_TIMEOUT).map_err(|e| format!("connect {addr}: {e}"))?;
     stream
         .set_read_timeout(Some(HEALTHCHECK_TIMEOUT))
         .and_then(|_| stream.set_write_timeout(Some(HEALTHCHECK_TIMEOUT)))
@@ -573,9 +551,7 @@ mod tests {
             })
         );
         assert_eq!(
-            parse_request_line("HEAD /metrics?x=1 HTTP/1.0\n")
-                .unwrap()
-                .path,
+            parse_request_line("HEAD /metrics?x=1 HTTP/1.0\n").unwrap().path,
             "/metrics"
         );
         assert_eq!(parse_request_line("GET /#frag HTTP/1.1").unwrap().path, "/");
@@ -702,28 +678,17 @@ mod tests {
     #[test]
     fn config_from_lookup() {
         let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(name, _)| *name == k)
-                    .map(|(_, v)| v.to_string())
-            }
+            move |k: &str| pairs.iter().find(|(name, _)| *name == k).map(|(_, v)| v.to_string())
         };
         let c = Config::from_lookup(env(&[])).unwrap();
-        assert_eq!(
-            (c.version.as_str(), c.mode, c.port),
-            ("dev", Mode::Ok, 8080)
-        );
+        assert_eq!((c.version.as_str(), c.mode, c.port), ("dev", Mode::Ok, 8080));
         let c = Config::from_lookup(env(&[
             ("DEMO_VERSION", "v2"),
             ("DEMO_MODE", "unhealthy"),
             ("PORT", "9000"),
         ]))
         .unwrap();
-        assert_eq!(
-            (c.version.as_str(), c.mode, c.port),
-            ("v2", Mode::Unhealthy, 9000)
-        );
+        assert_eq!((c.version.as_str(), c.mode, c.port), ("v2", Mode::Unhealthy, 9000));
         assert!(Config::from_lookup(env(&[("DEMO_MODE", "weird")])).is_err());
         assert!(Config::from_lookup(env(&[("PORT", "0")])).is_err());
         assert!(Config::from_lookup(env(&[("PORT", "http")])).is_err());
@@ -732,10 +697,7 @@ mod tests {
     #[test]
     fn status_line_parsing() {
         assert_eq!(parse_status_line("HTTP/1.1 200 OK\r\n"), Some(200));
-        assert_eq!(
-            parse_status_line("HTTP/1.0 500 Internal Server Error"),
-            Some(500)
-        );
+        assert_eq!(parse_status_line("HTTP/1.0 500 Internal Server Error"), Some(500));
         assert_eq!(parse_status_line("garbage"), None);
         assert_eq!(parse_status_line(""), None);
     }
@@ -754,8 +716,7 @@ mod tests {
         });
         assert_eq!(healthcheck(port), Ok(200));
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.write_all(b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n")
-            .unwrap();
+        s.write_all(b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");

@@ -195,7 +195,9 @@ async fn status(State(s): State<AppState>) -> Result<Json<serde_json::Value>, Ap
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
         .unwrap_or(serde_json::Value::Null);
     let source = serde_json::json!({ "applied": applied, "attempted": attempted });
-    Ok(Json(serde_json::json!({ "items": items, "rollout": rollout, "source": source })))
+    Ok(Json(
+        serde_json::json!({ "items": items, "rollout": rollout, "source": source }),
+    ))
 }
 
 async fn sync(State(s): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {

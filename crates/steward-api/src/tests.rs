@@ -197,7 +197,13 @@ async fn status_lists_resources_and_the_persisted_rollout() {
     assert_eq!(v["items"][0]["conditions"][0]["status"], "True");
     assert_eq!(v["items"][1]["runningReplicas"], 1);
     assert_eq!(v["rollout"]["phase"], "Verifying");
-    f.state.store.set_meta(steward_controller::META_SOURCE_APPLIED_DESCRIBE, "1a2b3c4 'scale web' (Jane)").unwrap();
+    f.state
+        .store
+        .set_meta(
+            steward_controller::META_SOURCE_APPLIED_DESCRIBE,
+            "1a2b3c4 'scale web' (Jane)",
+        )
+        .unwrap();
     let v = get(&f.state, "/api/v1/status").await.json();
     assert_eq!(v["source"]["applied"], "1a2b3c4 'scale web' (Jane)");
 

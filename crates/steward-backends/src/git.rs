@@ -11,7 +11,11 @@ const KEEP_EXPORTS: usize = 3;
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
     #[error("git {op} failed for {url}: {stderr}")]
-    Command { op: &'static str, url: String, stderr: String },
+    Command {
+        op: &'static str,
+        url: String,
+        stderr: String,
+    },
     #[error("cannot run git {op}")]
     Spawn {
         op: &'static str,
@@ -105,7 +109,10 @@ impl GitSource {
     /// Fetches the branch (a bare mirror of it; force-pushes are followed) and exports the
     /// head commit when it is new. `Ok(None)` when the head did not move.
     pub fn fetch(&mut self) -> Result<Option<Fetched>, GitError> {
-        std::fs::create_dir_all(&self.dir).map_err(|source| GitError::Io { path: self.dir.clone(), source })?;
+        std::fs::create_dir_all(&self.dir).map_err(|source| GitError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
         if !self.repo().join("HEAD").exists() {
             let out = Command::new("git")
                 .args(["init", "--bare", "-q"])
@@ -136,16 +143,33 @@ impl GitSource {
             unix_time: parts.next().and_then(|t| t.parse().ok()).unwrap_or(0),
         };
         let force_pushed_from = match &self.last_sha {
-            Some(old) if self.git("merge-base", &["merge-base", "--is-ancestor", old, &sha]).is_err() => Some(old.clone()),
+            Some(old)
+                if self
+                    .git("merge-base", &["merge-base", "--is-ancestor", old, &sha])
+                    .is_err() =>
+            {
+                Some(old.clone())
+            }
             _ => None,
         };
         let export = self.export(&sha)?;
         self.last_sha = Some(sha.clone());
-        let manifests = if self.path.is_empty() || self.path == "." { export } else { export.join(&self.path) };
+        let manifests = if self.path.is_empty() || self.path == "." {
+            export
+        } else {
+            export.join(&self.path)
+        };
         if !manifests.exists() {
-            return Err(GitError::PathMissing { path: self.path.clone(), sha });
+            return Err(GitError::PathMissing {
+                path: self.path.clone(),
+                sha,
+            });
         }
-        Ok(Some(Fetched { commit, manifests, force_pushed_from }))
+        Ok(Some(Fetched {
+            commit,
+            manifests,
+            force_pushed_from,
+        }))
     }
 
     /// Writes the commit's tree to `exports/<sha>` (once), and drops older exports.
@@ -155,7 +179,10 @@ impl GitSource {
         if !target.exists() {
             let tmp = exports.join(format!(".{sha}.tmp"));
             let _ = std::fs::remove_dir_all(&tmp);
-            std::fs::create_dir_all(&tmp).map_err(|source| GitError::Io { path: tmp.clone(), source })?;
+            std::fs::create_dir_all(&tmp).map_err(|source| GitError::Io {
+                path: tmp.clone(),
+                source,
+            })?;
             let out = Command::new("git")
                 .arg("--git-dir")
                 .arg(self.repo())
@@ -172,7 +199,10 @@ impl GitSource {
                     stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
                 });
             }
-            std::fs::rename(&tmp, &target).map_err(|source| GitError::Io { path: target.clone(), source })?;
+            std::fs::rename(&tmp, &target).map_err(|source| GitError::Io {
+                path: target.clone(),
+                source,
+            })?;
         }
         // Keep the newest few exports (by modification time); the one in force is among them.
         if let Ok(rd) = std::fs::read_dir(&exports) {
@@ -195,7 +225,11 @@ impl GitSource {
     /// The export of a commit fetched earlier (e.g. the last good one, after a restart).
     pub fn export_of(&self, sha: &str) -> Option<PathBuf> {
         let p = self.dir.join("exports").join(sha);
-        let p = if self.path.is_empty() || self.path == "." { p } else { p.join(&self.path) };
+        let p = if self.path.is_empty() || self.path == "." {
+            p
+        } else {
+            p.join(&self.path)
+        };
         p.exists().then_some(p)
     }
 }
@@ -206,14 +240,30 @@ mod tests {
 
     fn sh(dir: &Path, args: &[&str]) {
         let out = Command::new("git").current_dir(dir).args(args).output().unwrap();
-        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn commit(work: &Path, file: &str, body: &str, msg: &str) {
         std::fs::create_dir_all(work.join("deploy")).unwrap();
         std::fs::write(work.join("deploy").join(file), body).unwrap();
         sh(work, &["add", "-A"]);
-        sh(work, &["-c", "user.name=Jane", "-c", "user.email=jane@example.invalid", "commit", "-q", "-m", msg]);
+        sh(
+            work,
+            &[
+                "-c",
+                "user.name=Jane",
+                "-c",
+                "user.email=jane@example.invalid",
+                "commit",
+                "-q",
+                "-m",
+                msg,
+            ],
+        );
     }
 
     #[test]
@@ -246,7 +296,19 @@ mod tests {
         sh(&work, &["rm", "-q", "-r", "deploy"]);
         std::fs::write(work.join("README"), "x").unwrap();
         sh(&work, &["add", "-A"]);
-        sh(&work, &["-c", "user.name=Jane", "-c", "user.email=jane@example.invalid", "commit", "-q", "-m", "drop deploy"]);
+        sh(
+            &work,
+            &[
+                "-c",
+                "user.name=Jane",
+                "-c",
+                "user.email=jane@example.invalid",
+                "commit",
+                "-q",
+                "-m",
+                "drop deploy",
+            ],
+        );
         assert!(matches!(src.fetch(), Err(GitError::PathMissing { .. })));
 
         let mut bad = GitSource::new("file:///nonexistent/repo", "main", ".", &tmp.path().join("bad"));

@@ -89,11 +89,7 @@ impl Swarm {
             return job_service_id(OP, &job.name, &s);
         }
         self.count_write();
-        match self
-            .docker()
-            .create_service(job_service_spec(job), None)
-            .await
-        {
+        match self.docker().create_service(job_service_spec(job), None).await {
             Ok(r) => Ok(r.id.unwrap_or_default()),
             // Another starter created it between our lookup and our create: the job is started,
             // once, and its id is what the caller needs.
@@ -135,9 +131,7 @@ impl Swarm {
 
         let (state, finished_task) = if completed >= total {
             let task = match self.job_tasks(OP, name, &id).await {
-                Ok(tasks) => latest(current_iteration(&service, tasks), |s| {
-                    s == TaskState::COMPLETE
-                }),
+                Ok(tasks) => latest(current_iteration(&service, tasks), |s| s == TaskState::COMPLETE),
                 Err(e) => {
                     tracing::debug!(job = name, error = %error_chain(&e), "finished job: tasks unreadable, no logs");
                     None
@@ -151,14 +145,7 @@ impl Swarm {
 
         let container = finished_task
             .as_ref()
-            .and_then(|t| {
-                t.status
-                    .as_ref()?
-                    .container_status
-                    .as_ref()?
-                    .container_id
-                    .clone()
-            })
+            .and_then(|t| t.status.as_ref()?.container_status.as_ref()?.container_id.clone())
             .filter(|c| !c.is_empty());
         let logs = match container {
             Some(c) => match self.container_tail(&c).await {
@@ -189,27 +176,18 @@ impl Swarm {
         match self.docker().delete_service(&id).await {
             Ok(()) => Ok(()),
             // Removed by someone else since we looked: the outcome the caller asked for.
-            Err(ApiError::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
+            Err(ApiError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
             Err(e) => Err(api_error(OP, name, e, &BTreeMap::new())),
         }
     }
 
     /// The service named exactly `name`, with task counts.
-    async fn find_service(
-        &self,
-        op: &'static str,
-        name: &str,
-    ) -> Result<Option<Service>, SwarmError> {
+    async fn find_service(&self, op: &'static str, name: &str) -> Result<Option<Service>, SwarmError> {
         self.count_read();
         let services = self
             .docker()
             .list_services(Some(ListServicesOptions {
-                filters: Some(HashMap::from([(
-                    "name".to_string(),
-                    vec![name.to_string()],
-                )])),
+                filters: Some(HashMap::from([("name".to_string(), vec![name.to_string()])])),
                 status: Some(true),
             }))
             .await
@@ -220,19 +198,11 @@ impl Swarm {
             .find(|s| s.spec.as_ref().and_then(|sp| sp.name.as_deref()) == Some(name)))
     }
 
-    async fn job_tasks(
-        &self,
-        op: &'static str,
-        name: &str,
-        service_id: &str,
-    ) -> Result<Vec<Task>, SwarmError> {
+    async fn job_tasks(&self, op: &'static str, name: &str, service_id: &str) -> Result<Vec<Task>, SwarmError> {
         self.count_read();
         self.docker()
             .list_tasks(Some(ListTasksOptions {
-                filters: Some(HashMap::from([(
-                    "service".to_string(),
-                    vec![service_id.to_string()],
-                )])),
+                filters: Some(HashMap::from([("service".to_string(), vec![service_id.to_string()])])),
             }))
             .await
             .map_err(|e| api_error(op, name, e, &BTreeMap::new()))
@@ -274,8 +244,7 @@ fn job_service_spec(job: &JobSpec) -> ServiceSpec {
                 image: Some(job.image.clone()),
                 command: (!job.command.is_empty()).then(|| job.command.clone()),
                 args: (!job.args.is_empty()).then(|| job.args.clone()),
-                env: (!job.env.is_empty())
-                    .then(|| job.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+                env: (!job.env.is_empty()).then(|| job.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
                 ..Default::default()
             }),
             // A failed job stays failed: retrying is the caller's decision, under a new name.
@@ -322,20 +291,9 @@ fn not_a_job(op: &'static str, name: &str) -> SwarmError {
 }
 
 fn total_completions(service: &Service) -> Option<u64> {
-    let job = service
-        .spec
-        .as_ref()?
-        .mode
-        .as_ref()?
-        .replicated_job
-        .as_ref()?;
+    let job = service.spec.as_ref()?.mode.as_ref()?.replicated_job.as_ref()?;
     // Swarm's own default when unset is one completion per concurrent task.
-    Some(
-        job.total_completions
-            .or(job.max_concurrent)
-            .unwrap_or(1)
-            .max(1) as u64,
-    )
+    Some(job.total_completions.or(job.max_concurrent).unwrap_or(1).max(1) as u64)
 }
 
 /// Tasks of the service's current run only: re-running a job (a forced update) keeps the tasks of
@@ -349,12 +307,7 @@ fn current_iteration(service: &Service, tasks: Vec<Task>) -> Vec<Task> {
     match current {
         Some(i) => tasks
             .into_iter()
-            .filter(|t| {
-                t.job_iteration
-                    .as_ref()
-                    .and_then(|v| v.index)
-                    .is_none_or(|ti| ti == i)
-            })
+            .filter(|t| t.job_iteration.as_ref().and_then(|v| v.index).is_none_or(|ti| ti == i))
             .collect(),
         None => tasks,
     }
@@ -366,10 +319,7 @@ fn task_state(t: &Task) -> Option<TaskState> {
 
 fn is_failed(s: TaskState) -> bool {
     // Orphaned: its node is gone, and with restart `none` nothing will replace it.
-    matches!(
-        s,
-        TaskState::FAILED | TaskState::REJECTED | TaskState::ORPHANED
-    )
+    matches!(s, TaskState::FAILED | TaskState::REJECTED | TaskState::ORPHANED)
 }
 
 /// The most recently changed task whose state matches: a higher version index is a later write.
@@ -388,10 +338,7 @@ fn state_from_tasks(tasks: Vec<Task>, total: u64) -> (JobState, Option<Task>) {
         .filter(|t| task_state(t) == Some(TaskState::COMPLETE))
         .count() as u64;
     if completed >= total {
-        return (
-            JobState::Succeeded,
-            latest(tasks, |s| s == TaskState::COMPLETE),
-        );
+        return (JobState::Succeeded, latest(tasks, |s| s == TaskState::COMPLETE));
     }
     match latest(tasks, is_failed) {
         Some(t) => (
@@ -407,9 +354,7 @@ fn state_from_tasks(tasks: Vec<Task>, total: u64) -> (JobState, Option<Task>) {
 /// E.g. "failed: task: non-zero exit (1), exit code 1" or "rejected: No such image: x:1".
 fn failure_reason(t: &Task) -> String {
     let status = t.status.clone().unwrap_or_default();
-    let state = status
-        .state
-        .map_or_else(|| "failed".to_string(), |s| s.to_string());
+    let state = status.state.map_or_else(|| "failed".to_string(), |s| s.to_string());
     let why = status
         .err
         .filter(|e| !e.is_empty())
@@ -462,12 +407,7 @@ fn tail_text(raw: &[u8]) -> String {
 
 /// An engine error as a `SwarmError`, with any env value of the job removed from the message: the
 /// engine may echo parts of the spec it refuses, and errors end up in logs and status lines.
-fn api_error(
-    op: &'static str,
-    name: &str,
-    e: ApiError,
-    env: &BTreeMap<String, String>,
-) -> SwarmError {
+fn api_error(op: &'static str, name: &str, e: ApiError, env: &BTreeMap<String, String>) -> SwarmError {
     match e {
         ApiError::DockerResponseServerError { message, .. } => SwarmError::Refused {
             op,
@@ -518,15 +458,7 @@ mod tests {
         assert_eq!(s, JobState::Succeeded);
         assert_eq!(t.unwrap().version.unwrap().index, Some(5));
 
-        let (s, _) = state_from_tasks(
-            vec![task(
-                TaskState::FAILED,
-                7,
-                "task: non-zero exit (1)",
-                Some(1),
-            )],
-            1,
-        );
+        let (s, _) = state_from_tasks(vec![task(TaskState::FAILED, 7, "task: non-zero exit (1)", Some(1))], 1);
         assert_eq!(
             s,
             JobState::Failed {
@@ -534,10 +466,7 @@ mod tests {
             }
         );
 
-        let (s, t) = state_from_tasks(
-            vec![task(TaskState::REJECTED, 2, "No such image: nope:1", None)],
-            1,
-        );
+        let (s, t) = state_from_tasks(vec![task(TaskState::REJECTED, 2, "No such image: nope:1", None)], 1);
         assert_eq!(
             s,
             JobState::Failed {
@@ -552,20 +481,12 @@ mod tests {
         let many: String = (0..200).map(|i| format!("line {i}\n")).collect();
         let t = tail_text(many.as_bytes());
         assert_eq!(t.lines().count(), LOG_TAIL_LINES);
-        assert!(
-            t.starts_with("line 150\n") && t.ends_with("line 199"),
-            "{t}"
-        );
+        assert!(t.starts_with("line 150\n") && t.ends_with("line 199"), "{t}");
 
-        let wide: String = (0..20)
-            .map(|i| format!("{i:>3}{}\n", "x".repeat(400)))
-            .collect();
+        let wide: String = (0..20).map(|i| format!("{i:>3}{}\n", "x".repeat(400))).collect();
         let t = tail_text(wide.as_bytes());
         assert!(t.len() <= LOG_MAX_BYTES);
-        assert!(
-            t.starts_with(' ') && t.ends_with('x'),
-            "starts on a whole line"
-        );
+        assert!(t.starts_with(' ') && t.ends_with('x'), "starts on a whole line");
 
         let one = "é".repeat(3000);
         let t = tail_text(one.as_bytes());
@@ -591,9 +512,6 @@ mod tests {
             labels: BTreeMap::new(),
         };
         let dbg = format!("{job:?}");
-        assert!(
-            dbg.contains("DB_PASSWORD") && !dbg.contains("hunter22"),
-            "{dbg}"
-        );
+        assert!(dbg.contains("DB_PASSWORD") && !dbg.contains("hunter22"), "{dbg}");
     }
 }

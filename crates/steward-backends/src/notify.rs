@@ -54,7 +54,10 @@ pub struct Notifier {
 impl Notifier {
     /// Starts one sender task per target on the current runtime.
     pub fn start(targets: Vec<Target>) -> Notifier {
-        let client = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build().unwrap_or_default();
+        let client = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .unwrap_or_default();
         let queues = targets
             .into_iter()
             .map(|t| {

@@ -163,7 +163,9 @@ impl Swarm {
             .collect();
         if !missing.is_empty() {
             // The name filter matches prefixes: keep exact matches only.
-            let named = self.list(HashMap::from([("name".to_string(), missing.clone())])).await?;
+            let named = self
+                .list(HashMap::from([("name".to_string(), missing.clone())]))
+                .await?;
             out.extend(
                 named
                     .iter()
@@ -244,7 +246,11 @@ impl Swarm {
             .iter()
             .filter(|t| {
                 let running = t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING);
-                let img = t.spec.as_ref().and_then(|s| s.container_spec.as_ref()).and_then(|c| c.image.as_deref());
+                let img = t
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.container_spec.as_ref())
+                    .and_then(|c| c.image.as_deref());
                 running && img == Some(image)
             })
             .count() as u64;
@@ -447,34 +453,37 @@ pub fn from_swarm(s: &Service, stack: &str) -> Option<ObservedService> {
             target: p.target_port.unwrap_or(0) as u32,
             published: p.published_port.filter(|n| *n != 0).map(|n| n as u32),
             protocol: p.protocol.map_or("tcp".into(), |x| x.to_string().to_lowercase()),
-            mode: p.publish_mode.map_or("ingress".into(), |x| x.to_string().to_lowercase()),
+            mode: p
+                .publish_mode
+                .map_or("ingress".into(), |x| x.to_string().to_lowercase()),
         })
         .collect();
     ports.sort();
-    let update = spec.update_config.as_ref().map_or_else(default_policy, |u| PolicyState {
-        parallelism: u.parallelism.unwrap_or(0) as u64,
-        delay_ns: u.delay.unwrap_or(0),
-        failure_action: u.failure_action.map_or("pause".into(), |x| x.to_string()),
-        monitor_ns: u.monitor.unwrap_or(0),
-        max_failure_ratio: round_ratio(u.max_failure_ratio.unwrap_or(0.0)),
-        order: u.order.map_or("stop-first".into(), |x| x.to_string()),
-    });
-    let rollback = spec.rollback_config.as_ref().map_or_else(default_policy, |u| PolicyState {
-        parallelism: u.parallelism.unwrap_or(0) as u64,
-        delay_ns: u.delay.unwrap_or(0),
-        failure_action: u.failure_action.map_or("pause".into(), |x| x.to_string()),
-        monitor_ns: u.monitor.unwrap_or(0),
-        max_failure_ratio: round_ratio(u.max_failure_ratio.unwrap_or(0.0)),
-        order: u.order.map_or("stop-first".into(), |x| x.to_string()),
-    });
+    let update = spec
+        .update_config
+        .as_ref()
+        .map_or_else(default_policy, |u| PolicyState {
+            parallelism: u.parallelism.unwrap_or(0) as u64,
+            delay_ns: u.delay.unwrap_or(0),
+            failure_action: u.failure_action.map_or("pause".into(), |x| x.to_string()),
+            monitor_ns: u.monitor.unwrap_or(0),
+            max_failure_ratio: round_ratio(u.max_failure_ratio.unwrap_or(0.0)),
+            order: u.order.map_or("stop-first".into(), |x| x.to_string()),
+        });
+    let rollback = spec
+        .rollback_config
+        .as_ref()
+        .map_or_else(default_policy, |u| PolicyState {
+            parallelism: u.parallelism.unwrap_or(0) as u64,
+            delay_ns: u.delay.unwrap_or(0),
+            failure_action: u.failure_action.map_or("pause".into(), |x| x.to_string()),
+            monitor_ns: u.monitor.unwrap_or(0),
+            max_failure_ratio: round_ratio(u.max_failure_ratio.unwrap_or(0.0)),
+            order: u.order.map_or("stop-first".into(), |x| x.to_string()),
+        });
     let state = ServiceState {
         image: c.image.unwrap_or_default(),
-        replicas: mode
-            .replicated
-            .as_ref()
-            .and_then(|r| r.replicas)
-            .unwrap_or(0)
-            .max(0) as u64,
+        replicas: mode.replicated.as_ref().and_then(|r| r.replicas).unwrap_or(0).max(0) as u64,
         command: c.command.unwrap_or_default(),
         args: c.args.unwrap_or_default(),
         env: c
@@ -548,7 +557,11 @@ mod tests {
             replicas: 3,
             command: vec![],
             args: vec!["--port".into(), "8080".into()],
-            env: [("MODE".to_string(), "a".to_string()), ("DB_PASSWORD".to_string(), "s".to_string())].into(),
+            env: [
+                ("MODE".to_string(), "a".to_string()),
+                ("DB_PASSWORD".to_string(), "s".to_string()),
+            ]
+            .into(),
             labels: [("team".to_string(), "tax".to_string())].into(),
             ports: vec![PortState {
                 target: 8080,

@@ -33,9 +33,7 @@ fn swarm_available(test: &str) -> bool {
 struct Cleanup(String);
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["service", "rm", &self.0])
-            .output();
+        let _ = Command::new("docker").args(["service", "rm", &self.0]).output();
     }
 }
 
@@ -67,12 +65,7 @@ fn failing_job(name: &str) -> JobSpec {
     }
 }
 
-async fn wait_for(
-    swarm: &Swarm,
-    name: &str,
-    what: &str,
-    done: impl Fn(&JobState) -> bool,
-) -> JobStatus {
+async fn wait_for(swarm: &Swarm, name: &str, what: &str, done: impl Fn(&JobState) -> bool) -> JobStatus {
     let deadline = Instant::now() + DEADLINE;
     loop {
         let status = swarm.job_status(name).await.unwrap();
@@ -107,10 +100,7 @@ fn services_named(name: &str) -> String {
         "--filter",
         &format!("name={name}"),
     ]);
-    all.lines()
-        .filter(|l| *l == name)
-        .map(|l| format!("{l}\n"))
-        .collect()
+    all.lines().filter(|l| *l == name).map(|l| format!("{l}\n")).collect()
 }
 
 fn lines(s: &str) -> usize {
@@ -194,10 +184,7 @@ async fn failing_job_is_failed_with_exit_code_and_output() {
 
     let started = Instant::now();
     let id = swarm.start_job(&failing_job(&name)).await.unwrap();
-    let status = wait_for(&swarm, &name, "Failed", |s| {
-        matches!(s, JobState::Failed { .. })
-    })
-    .await;
+    let status = wait_for(&swarm, &name, "Failed", |s| matches!(s, JobState::Failed { .. })).await;
     let elapsed = started.elapsed();
 
     assert_eq!(status.service_id.as_deref(), Some(id.as_str()));
@@ -211,10 +198,7 @@ async fn failing_job_is_failed_with_exit_code_and_output() {
     assert!(reason.contains("exit code 1"), "{reason}");
     assert!(reason.contains("non-zero exit"), "{reason}");
     let logs = status.logs.expect("a failed job's output is captured");
-    assert!(
-        logs.contains("healthcheck") && logs.contains("127.0.0.1:1"),
-        "{logs}"
-    );
+    assert!(logs.contains("healthcheck") && logs.contains("127.0.0.1:1"), "{logs}");
 }
 
 #[tokio::test]
@@ -231,19 +215,12 @@ async fn starting_twice_runs_the_job_once() {
     let (a, b) = tokio::join!(swarm.start_job(&job), swarm.start_job(&job));
     let (a, b) = (a.unwrap(), b.unwrap());
     assert_eq!(a, b);
-    wait_for(&swarm, &name, "Failed", |s| {
-        matches!(s, JobState::Failed { .. })
-    })
-    .await;
+    wait_for(&swarm, &name, "Failed", |s| matches!(s, JobState::Failed { .. })).await;
 
     // Starting a finished job again (a restarted controller) must not run it again.
     let writes = swarm.calls.writes();
     assert_eq!(swarm.start_job(&job).await.unwrap(), a);
-    assert_eq!(
-        swarm.calls.writes(),
-        writes,
-        "an existing job is not written to"
-    );
+    assert_eq!(swarm.calls.writes(), writes, "an existing job is not written to");
 
     let services = services_named(&name);
     assert_eq!(lines(&services), 1, "one service: {services}");
@@ -280,19 +257,12 @@ async fn remove_is_idempotent() {
     swarm.start_job(&failing_job(&name)).await.unwrap();
 
     swarm.remove_job(&name).await.unwrap();
-    assert_eq!(
-        swarm.job_status(&name).await.unwrap().state,
-        JobState::Missing
-    );
+    assert_eq!(swarm.job_status(&name).await.unwrap().state, JobState::Missing);
 
     let (reads, writes) = (swarm.calls.reads(), swarm.calls.writes());
     swarm.remove_job(&name).await.unwrap();
     assert_eq!(swarm.calls.reads() - reads, 1);
-    assert_eq!(
-        swarm.calls.writes() - writes,
-        0,
-        "nothing to remove, nothing written"
-    );
+    assert_eq!(swarm.calls.writes() - writes, 0, "nothing to remove, nothing written");
 }
 
 #[tokio::test]

@@ -79,7 +79,10 @@ async fn written_spec_reads_back_equal_and_steady_observe_is_one_call() {
     assert_eq!(services.len(), 1);
     let o = &services[0];
     assert_eq!(o.owner, Owner::Us);
-    assert_eq!(o.state, d.state, "what steward writes reads back identical (no perpetual diff)");
+    assert_eq!(
+        o.state, d.state,
+        "what steward writes reads back identical (no perpetual diff)"
+    );
     assert_eq!(o.spec_hash.as_deref(), Some(d.spec_hash.as_str()));
 }
 
@@ -93,16 +96,26 @@ async fn stale_version_is_a_conflict_not_an_overwrite() {
     let _c = Cleanup(name.clone());
     let swarm = Swarm::connect(DEFAULT_DOCKER_HOST).unwrap();
     swarm.create(&stack, &desired(&name, 0)).await.unwrap();
-    let Observed::Known { services } = swarm.observe(&stack, &[]).await else { panic!() };
+    let Observed::Known { services } = swarm.observe(&stack, &[]).await else {
+        panic!()
+    };
     let (id, version) = (services[0].id.clone(), services[0].version);
 
     // Somebody else writes in between.
-    let out = Command::new("docker").args(["service", "scale", "-d", &format!("{name}=2")]).output().unwrap();
+    let out = Command::new("docker")
+        .args(["service", "scale", "-d", &format!("{name}=2")])
+        .output()
+        .unwrap();
     assert!(out.status.success());
 
-    let err = swarm.update(&stack, &id, version, &desired(&name, 1)).await.unwrap_err();
+    let err = swarm
+        .update(&stack, &id, version, &desired(&name, 1))
+        .await
+        .unwrap_err();
     assert!(matches!(err, SwarmError::Conflict { .. }), "{err:?}");
-    let Observed::Known { services } = swarm.observe(&stack, &[]).await else { panic!() };
+    let Observed::Known { services } = swarm.observe(&stack, &[]).await else {
+        panic!()
+    };
     assert_eq!(services[0].state.replicas, 2, "the stale write did not land");
 }
 

@@ -16,7 +16,8 @@ impl Backoff {
     /// Delay before the next attempt after `failures` consecutive failures.
     pub fn delay(failures: u32) -> Duration {
         let factor = 1u64.checked_shl(failures.saturating_sub(1)).unwrap_or(u64::MAX);
-        BASE.checked_mul(u32::try_from(factor).unwrap_or(u32::MAX)).map_or(CAP, |d| d.min(CAP))
+        BASE.checked_mul(u32::try_from(factor).unwrap_or(u32::MAX))
+            .map_or(CAP, |d| d.min(CAP))
     }
 
     /// Records a failure; returns when the object may be tried again.

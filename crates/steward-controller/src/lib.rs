@@ -9,7 +9,10 @@ mod rollouts;
 mod run;
 
 pub use backoff::Backoff;
-pub use pass::{Controller, PassOutcome, SourceRevision, META_PATHS, META_ROLLOUT, META_SOURCE_APPLIED, META_SOURCE_APPLIED_DESCRIBE, META_SOURCE_ATTEMPTED, META_SOURCE_ATTEMPTED_DESCRIBE};
+pub use pass::{
+    Controller, PassOutcome, SourceRevision, META_PATHS, META_ROLLOUT, META_SOURCE_APPLIED,
+    META_SOURCE_APPLIED_DESCRIBE, META_SOURCE_ATTEMPTED, META_SOURCE_ATTEMPTED_DESCRIBE,
+};
 pub use prepare::{desired_hash, prepare, PrepareError};
 pub use run::{run, RunOptions};
 

@@ -7,10 +7,8 @@ use std::time::{Duration, Instant};
 
 use steward_backends::swarm::{error_chain, Swarm, SwarmError};
 use steward_plan::assess::assess;
-use steward_plan::status::{
-    Condition, ConditionStatus, ConditionType, EventType, NewEvent, ResourceStatus,
-};
 use steward_plan::rollout::{self, Outcome, Phase, Revision, Rollout, SvcPhase};
+use steward_plan::status::{Condition, ConditionStatus, ConditionType, EventType, NewEvent, ResourceStatus};
 use steward_plan::{plan, Action, Desired, Hold, Observed, ObservedService, Owner, Plan, UpdateReason};
 use steward_store::Store;
 use time::OffsetDateTime;
@@ -142,7 +140,9 @@ impl Controller {
     }
 
     pub fn stack_name(&self) -> String {
-        self.last_good.as_ref().map_or_else(|| "default".to_string(), |d| d.stack.clone())
+        self.last_good
+            .as_ref()
+            .map_or_else(|| "default".to_string(), |d| d.stack.clone())
     }
 
     pub fn source_applied(&self) -> Option<&SourceRevision> {
@@ -168,7 +168,10 @@ impl Controller {
             Ok(rec) => {
                 if let Some((n, all)) = &self.notifier {
                     if *all || type_ == EventType::Warning {
-                        let ts = |t: OffsetDateTime| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+                        let ts = |t: OffsetDateTime| {
+                            t.format(&time::format_description::well_known::Rfc3339)
+                                .unwrap_or_default()
+                        };
                         n.send(steward_backends::notify::Notification {
                             stack: self.stack_name(),
                             warning: type_ == EventType::Warning,
@@ -193,7 +196,9 @@ impl Controller {
             return Err("no desired state yet: the source has not been fetched".into());
         }
         let paths: Vec<String> = self.paths.iter().map(|p| p.display().to_string()).collect();
-        let _ = self.store.set_meta(META_PATHS, &serde_json::to_string(&paths).expect("paths serialize"));
+        let _ = self
+            .store
+            .set_meta(META_PATHS, &serde_json::to_string(&paths).expect("paths serialize"));
         match prepare(&self.paths) {
             Ok(mut d) => {
                 let hash = desired_hash(&d);
@@ -214,7 +219,10 @@ impl Controller {
                             EventType::Normal,
                             "DesiredStateChanged",
                             &format!("Stack/{}", d.stack),
-                            format!("desired state changed: generation {generation} ({} services)", d.services.len()),
+                            format!(
+                                "desired state changed: generation {generation} ({} services)",
+                                d.services.len()
+                            ),
                         );
                     }
                 }
@@ -243,7 +251,10 @@ impl Controller {
                 let text = errs.to_string();
                 let key = format!("{}{text}", self.source_attempted.as_ref().map_or("", |r| r.id.as_str()));
                 if self.last_invalid.as_deref() != Some(key.as_str()) {
-                    let stack = self.last_good.as_ref().map_or("default".to_string(), |d| d.stack.clone());
+                    let stack = self
+                        .last_good
+                        .as_ref()
+                        .map_or("default".to_string(), |d| d.stack.clone());
                     let (reason, what) = match &self.source_attempted {
                         Some(rev) => ("InvalidRevision", format!("revision {} refused", rev.describe)),
                         None => ("InvalidDesiredState", "desired state refused".to_string()),
@@ -326,7 +337,15 @@ impl Controller {
                 }
             }
         }
-        self.record_status(&effective, &observed, &the_plan, now, invalid.as_deref(), active.as_ref(), &progress);
+        self.record_status(
+            &effective,
+            &observed,
+            &the_plan,
+            now,
+            invalid.as_deref(),
+            active.as_ref(),
+            &progress,
+        );
 
         let mut outcome = PassOutcome {
             plan: Some(the_plan.clone()),
@@ -388,11 +407,15 @@ impl Controller {
                 continue;
             }
             if !self.may_write() {
-                outcome.blocking.push("this controller no longer leads: writes stopped".into());
+                outcome
+                    .blocking
+                    .push("this controller no longer leads: writes stopped".into());
                 break;
             }
             let rolling_back = active.as_ref().is_some_and(|r| {
-                r.services.iter().any(|sr| format!("Service/{}", sr.name) == object && sr.phase == SvcPhase::RollingBack)
+                r.services
+                    .iter()
+                    .any(|sr| format!("Service/{}", sr.name) == object && sr.phase == SvcPhase::RollingBack)
             });
             match self.execute(&desired.stack, action, rolling_back).await {
                 Ok(()) => {
@@ -422,11 +445,18 @@ impl Controller {
             .iter()
             .any(|h| matches!(h.hold, Hold::AwaitingConvergence { .. } | Hold::WaitingOn { .. }));
         let rolling = active.as_ref().is_some_and(|r| !r.phase.is_terminal());
-        if let Some(r) = active.as_ref().filter(|r| matches!(r.phase, Phase::RolledBack | Phase::Paused)) {
+        if let Some(r) = active
+            .as_ref()
+            .filter(|r| matches!(r.phase, Phase::RolledBack | Phase::Paused))
+        {
             outcome.blocking.push(format!(
                 "generation {} {}: {}",
                 r.generation,
-                if r.phase == Phase::Paused { "paused" } else { "rolled back" },
+                if r.phase == Phase::Paused {
+                    "paused"
+                } else {
+                    "rolled back"
+                },
                 r.cause.clone().unwrap_or_default()
             ));
         }
@@ -470,8 +500,15 @@ impl Controller {
                 reason,
             } => {
                 self.swarm.update(stack, id, *version, service).await?;
-                let fields: Vec<String> = changes.iter().map(|c| format!("{}: {} → {}", c.field, c.old, c.new)).collect();
-                let fields = if fields.is_empty() { "ownership labels".to_string() } else { fields.join(", ") };
+                let fields: Vec<String> = changes
+                    .iter()
+                    .map(|c| format!("{}: {} → {}", c.field, c.old, c.new))
+                    .collect();
+                let fields = if fields.is_empty() {
+                    "ownership labels".to_string()
+                } else {
+                    fields.join(", ")
+                };
                 let (type_, message) = match reason {
                     UpdateReason::DriftCorrected => (
                         EventType::Warning,
@@ -531,9 +568,14 @@ impl Controller {
                 .as_ref()
                 .and_then(|b| b.condition(ConditionType::Ready))
                 .is_some_and(|c| c.status == ConditionStatus::True);
-            let ready = s.condition(ConditionType::Ready).is_some_and(|c| c.status == ConditionStatus::True);
+            let ready = s
+                .condition(ConditionType::Ready)
+                .is_some_and(|c| c.status == ConditionStatus::True);
             if ready && !was_ready {
-                let msg = s.condition(ConditionType::Ready).map(|c| c.message.clone()).unwrap_or_default();
+                let msg = s
+                    .condition(ConditionType::Ready)
+                    .map(|c| c.message.clone())
+                    .unwrap_or_default();
                 self.event(EventType::Normal, "Converged", &format!("{}/{}", s.kind, s.name), msg);
             }
             if let Err(e) = self.store.put_status(s) {
@@ -552,11 +594,17 @@ impl Controller {
         let total = statuses.len();
         let ready = statuses
             .iter()
-            .filter(|s| s.condition(ConditionType::Ready).is_some_and(|c| c.status == ConditionStatus::True))
+            .filter(|s| {
+                s.condition(ConditionType::Ready)
+                    .is_some_and(|c| c.status == ConditionStatus::True)
+            })
             .count();
         let degraded: Vec<&str> = statuses
             .iter()
-            .filter(|s| s.condition(ConditionType::Degraded).is_some_and(|c| c.status == ConditionStatus::True))
+            .filter(|s| {
+                s.condition(ConditionType::Degraded)
+                    .is_some_and(|c| c.status == ConditionStatus::True)
+            })
             .map(|s| s.name.as_str())
             .collect();
         let cond = |t, status, reason: &str, message: String| Condition {
@@ -569,13 +617,33 @@ impl Controller {
         };
         let (ready_c, deg_c) = if unknown {
             (
-                cond(ConditionType::Ready, ConditionStatus::Unknown, "BackendUnavailable", "Swarm could not be read".into()),
-                cond(ConditionType::Degraded, ConditionStatus::Unknown, "BackendUnavailable", "Swarm could not be read".into()),
+                cond(
+                    ConditionType::Ready,
+                    ConditionStatus::Unknown,
+                    "BackendUnavailable",
+                    "Swarm could not be read".into(),
+                ),
+                cond(
+                    ConditionType::Degraded,
+                    ConditionStatus::Unknown,
+                    "BackendUnavailable",
+                    "Swarm could not be read".into(),
+                ),
             )
         } else if let Some(text) = invalid {
             (
-                cond(ConditionType::Ready, ConditionStatus::from_bool(ready == total), "InvalidDesiredState", format!("{ready}/{total} services ready")),
-                cond(ConditionType::Degraded, ConditionStatus::True, "InvalidDesiredState", text.replace('\n', "; ")),
+                cond(
+                    ConditionType::Ready,
+                    ConditionStatus::from_bool(ready == total),
+                    "InvalidDesiredState",
+                    format!("{ready}/{total} services ready"),
+                ),
+                cond(
+                    ConditionType::Degraded,
+                    ConditionStatus::True,
+                    "InvalidDesiredState",
+                    text.replace('\n', "; "),
+                ),
             )
         } else {
             (
@@ -588,8 +656,16 @@ impl Controller {
                 cond(
                     ConditionType::Degraded,
                     ConditionStatus::from_bool(!degraded.is_empty()),
-                    if degraded.is_empty() { "AsExpected" } else { "ServicesDegraded" },
-                    if degraded.is_empty() { String::new() } else { format!("degraded: {}", degraded.join(", ")) },
+                    if degraded.is_empty() {
+                        "AsExpected"
+                    } else {
+                        "ServicesDegraded"
+                    },
+                    if degraded.is_empty() {
+                        String::new()
+                    } else {
+                        format!("degraded: {}", degraded.join(", "))
+                    },
                 ),
             )
         };
@@ -602,7 +678,11 @@ impl Controller {
                 ready_c,
                 cond(
                     ConditionType::Progressing,
-                    if unknown { ConditionStatus::Unknown } else { ConditionStatus::from_bool(progressing) },
+                    if unknown {
+                        ConditionStatus::Unknown
+                    } else {
+                        ConditionStatus::from_bool(progressing)
+                    },
                     match active.filter(|r| !r.phase.is_terminal()) {
                         Some(r) => r.phase.as_str(),
                         None if progressing => "Reconciling",
@@ -616,7 +696,10 @@ impl Controller {
                             r.progress().0,
                             r.progress().1
                         ),
-                        None => format!("{ready}/{total} services ready, {} changes planned", the_plan.actions.len()),
+                        None => format!(
+                            "{ready}/{total} services ready, {} changes planned",
+                            the_plan.actions.len()
+                        ),
                     },
                 ),
                 deg_c,
@@ -636,23 +719,32 @@ impl Controller {
 }
 
 /// Rollout phase, progress and cause on each service's conditions.
-fn overlay_rollout(statuses: &mut [ResourceStatus], r: &Rollout, progress: &std::collections::BTreeMap<String, (u64, u64)>) {
+fn overlay_rollout(
+    statuses: &mut [ResourceStatus],
+    r: &Rollout,
+    progress: &std::collections::BTreeMap<String, (u64, u64)>,
+) {
     for st in statuses.iter_mut() {
         let Some(sr) = r.service(&st.name) else { continue };
-        let set = |st: &mut ResourceStatus, t: ConditionType, status: ConditionStatus, reason: &str, message: String| {
-            if let Some(c) = st.conditions.iter_mut().find(|c| c.type_ == t) {
-                c.status = status;
-                c.reason = reason.to_string();
-                c.message = message;
-            }
-        };
+        let set =
+            |st: &mut ResourceStatus, t: ConditionType, status: ConditionStatus, reason: &str, message: String| {
+                if let Some(c) = st.conditions.iter_mut().find(|c| c.type_ == t) {
+                    c.status = status;
+                    c.reason = reason.to_string();
+                    c.message = message;
+                }
+            };
         match r.phase {
             Phase::RolledBack => set(
                 st,
                 ConditionType::Degraded,
                 ConditionStatus::True,
                 "RolledBack",
-                format!("generation {} rolled back: {}", r.generation, r.cause.clone().unwrap_or_default()),
+                format!(
+                    "generation {} rolled back: {}",
+                    r.generation,
+                    r.cause.clone().unwrap_or_default()
+                ),
             ),
             Phase::Paused => set(
                 st,
@@ -669,7 +761,9 @@ fn overlay_rollout(statuses: &mut [ResourceStatus], r: &Rollout, progress: &std:
                         sr.to_image, sr.health.probes, sr.health.ok_streak, sr.analysis.measurements
                     ),
                     SvcPhase::Updating => match progress.get(&sr.name) {
-                        Some((updated, total)) => format!("updating to {}: {updated}/{total} tasks updated", sr.to_image),
+                        Some((updated, total)) => {
+                            format!("updating to {}: {updated}/{total} tasks updated", sr.to_image)
+                        }
                         None => format!("updating to {}", sr.to_image),
                     },
                     other => format!("{other:?} {}", sr.to_image),
@@ -709,7 +803,12 @@ impl Controller {
             return Err(format!("no Service named {service:?} in the desired state"));
         }
         let history = self.store.revisions(service).map_err(|e| error_chain(&e))?;
-        let current = desired.services.iter().find(|d| d.name == service).map(|d| d.spec_hash.clone()).unwrap_or_default();
+        let current = desired
+            .services
+            .iter()
+            .find(|d| d.name == service)
+            .map(|d| d.spec_hash.clone())
+            .unwrap_or_default();
         let target = match to {
             Some(n) => history
                 .iter()
@@ -738,7 +837,10 @@ impl Controller {
     }
 
     pub fn save_rollout(&self, r: Option<&Rollout>) {
-        let text = r.map_or_else(|| "null".to_string(), |r| serde_json::to_string(r).expect("rollout serializes"));
+        let text = r.map_or_else(
+            || "null".to_string(),
+            |r| serde_json::to_string(r).expect("rollout serializes"),
+        );
         if let Err(e) = self.store.set_meta(META_ROLLOUT, &text) {
             tracing::error!(error = %error_chain(&e), "cannot persist the rollout");
         }
@@ -778,14 +880,21 @@ impl Controller {
                     EventType::Normal,
                     "RolloutSuperseded",
                     &format!("Rollout/{}", old.generation),
-                    format!("generation {} superseded by generation {} while {}", old.generation, desired.generation, old.phase.as_str()),
+                    format!(
+                        "generation {} superseded by generation {} while {}",
+                        old.generation,
+                        desired.generation,
+                        old.phase.as_str()
+                    ),
                 );
             }
             active = rollout::begin(desired, &hash, &last_good, now_ms);
             if let Some(r) = &active {
                 for sr in &r.services {
                     if let Some(d) = desired.services.iter().find(|d| d.name == sr.name) {
-                        let _ = self.store.add_revision(&Revision::of(d, desired.generation, now_ms, Outcome::Progressing));
+                        let _ =
+                            self.store
+                                .add_revision(&Revision::of(d, desired.generation, now_ms, Outcome::Progressing));
                     }
                 }
                 self.event(
@@ -805,7 +914,11 @@ impl Controller {
                             ))
                             .collect::<Vec<_>>()
                             .join(", "),
-                        if r.jobs.is_empty() { String::new() } else { format!("; {} pre-deploy jobs first", r.jobs.len()) }
+                        if r.jobs.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; {} pre-deploy jobs first", r.jobs.len())
+                        }
                     ),
                 );
             }
@@ -819,7 +932,11 @@ impl Controller {
         let gathered = self.gatherer.gather(&self.swarm, &r, desired, now_ms).await;
         let obs = rollout::Observations {
             now_ms,
-            services: services.iter().filter(|s| s.owner == Owner::Us).map(|s| (s.name.clone(), s.clone())).collect(),
+            services: services
+                .iter()
+                .filter(|s| s.owner == Owner::Us)
+                .map(|s| (s.name.clone(), s.clone()))
+                .collect(),
             jobs: gathered.jobs,
             probes: gathered.probes,
             measurements: gathered.measurements,
@@ -832,7 +949,12 @@ impl Controller {
                 break;
             }
             if let Err(e) = start_job(&self.swarm, &desired.stack, j).await {
-                self.event(EventType::Warning, "PreDeployStartFailed", &format!("Service/{}", j.service), e);
+                self.event(
+                    EventType::Warning,
+                    "PreDeployStartFailed",
+                    &format!("Service/{}", j.service),
+                    e,
+                );
             }
         }
         for name in &out.remove_jobs {
@@ -844,7 +966,11 @@ impl Controller {
             }
         }
         for ev in &out.events {
-            let t = if ev.warning { EventType::Warning } else { EventType::Normal };
+            let t = if ev.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
             self.event(t, ev.reason, &ev.object, ev.message.clone());
         }
         for (svc, hash, outcome) in &out.finished {

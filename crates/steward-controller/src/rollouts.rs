@@ -59,7 +59,13 @@ impl Gatherer {
         let mut probes = BTreeMap::new();
         for (svc, h) in due_probes(r, desired, now_ms) {
             let p = http_probe(self.http(), &h.url, h.expect_status, h.timeout.get()).await;
-            probes.insert(svc, ProbeObs { ok: p.ok, detail: p.detail });
+            probes.insert(
+                svc,
+                ProbeObs {
+                    ok: p.ok,
+                    detail: p.detail,
+                },
+            );
         }
 
         let mut measurements = BTreeMap::new();
@@ -72,7 +78,11 @@ impl Gatherer {
                         p
                     }
                     Err(e) => {
-                        let round = a.metrics.iter().map(|m| (m.name.clone(), MeasureObs::Error(error_chain(&e)))).collect();
+                        let round = a
+                            .metrics
+                            .iter()
+                            .map(|m| (m.name.clone(), MeasureObs::Error(error_chain(&e))))
+                            .collect();
                         measurements.insert(svc, round);
                         continue;
                     }
@@ -92,7 +102,11 @@ impl Gatherer {
             }
             measurements.insert(svc, round);
         }
-        Gathered { jobs, probes, measurements }
+        Gathered {
+            jobs,
+            probes,
+            measurements,
+        }
     }
 }
 

@@ -44,7 +44,12 @@ fn fetch_git(ctl: &mut Controller, git: &mut GitSource, st: &mut GitState) -> bo
     match result {
         Ok(fetched) => {
             if st.failing.take().is_some() {
-                ctl.event(EventType::Normal, "SourceRecovered", &object, format!("{} is reachable again", git.url));
+                ctl.event(
+                    EventType::Normal,
+                    "SourceRecovered",
+                    &object,
+                    format!("{} is reachable again", git.url),
+                );
             }
             let Some(f) = fetched else { return false };
             if let Some(old) = &f.force_pushed_from {
@@ -77,9 +82,10 @@ fn fetch_git(ctl: &mut Controller, git: &mut GitSource, st: &mut GitState) -> bo
                     GitError::PathMissing { .. } => ("PathMissing", "the manifest path is gone"),
                     _ => ("SourceUnavailable", "the git source cannot be fetched"),
                 };
-                let kept = ctl
-                    .source_applied()
-                    .map_or_else(|| "nothing applied yet".to_string(), |r| format!("{} stays in force", r.describe));
+                let kept = ctl.source_applied().map_or_else(
+                    || "nothing applied yet".to_string(),
+                    |r| format!("{} stays in force", r.describe),
+                );
                 ctl.event(EventType::Warning, reason, &object, format!("{what}; {kept}: {text}"));
                 st.failing = Some(text);
             }
@@ -114,7 +120,12 @@ pub async fn run(mut ctl: Controller, mut opts: RunOptions, shutdown: impl Futur
         // proves valid.
         if let Some(sha) = ctl.store.get_meta(crate::META_SOURCE_APPLIED).ok().flatten() {
             if let Some(dir) = git.export_of(&sha) {
-                let describe = ctl.store.get_meta(crate::META_SOURCE_APPLIED_DESCRIBE).ok().flatten().unwrap_or_else(|| sha.clone());
+                let describe = ctl
+                    .store
+                    .get_meta(crate::META_SOURCE_APPLIED_DESCRIBE)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| sha.clone());
                 ctl.set_source(vec![dir], Some(SourceRevision { id: sha, describe }));
                 let _ = ctl.load_desired();
             }
@@ -250,7 +261,12 @@ pub async fn run(mut ctl: Controller, mut opts: RunOptions, shutdown: impl Futur
                     // A new leader re-reads everything at once.
                     relevant = true;
                 } else {
-                    ctl.event(EventType::Warning, "LeadershipLost", &object, format!("{} stands by", l.holder()));
+                    ctl.event(
+                        EventType::Warning,
+                        "LeadershipLost",
+                        &object,
+                        format!("{} stands by", l.holder()),
+                    );
                 }
             }
             if !leading {

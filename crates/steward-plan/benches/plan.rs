@@ -26,11 +26,7 @@ enum Scenario {
 }
 
 impl Scenario {
-    const ALL: [Scenario; 3] = [
-        Scenario::Converged,
-        Scenario::TenPercentDrifted,
-        Scenario::AllNew,
-    ];
+    const ALL: [Scenario; 3] = [Scenario::Converged, Scenario::TenPercentDrifted, Scenario::AllNew];
     fn label(self) -> &'static str {
         match self {
             Scenario::Converged => "all converged",
@@ -43,18 +39,11 @@ impl Scenario {
 /// A service of typical size: a few env variables (one secret), labels, a port, limits.
 fn service(i: usize) -> DesiredService {
     desired(&format!("svc-{i:05}"))
-        .image(&format!(
-            "registry.example/team/app-{}:1.{}.0",
-            i % 37,
-            i % 11
-        ))
+        .image(&format!("registry.example/team/app-{}:1.{}.0", i % 37, i % 11))
         .replicas((i % 5) as u64 + 1)
         .env("LOG_LEVEL", "info")
         .env("PORT", "8080")
-        .env(
-            "UPSTREAM",
-            &format!("http://svc-{:05}:8080", (i + 1) % 10_000),
-        )
+        .env("UPSTREAM", &format!("http://svc-{:05}:8080", (i + 1) % 10_000))
         .env("REGION", "eu-west")
         .secret_env("DB_PASSWORD", &format!("secret-{i}"))
         .label("team", ["payments", "search", "growth"][i % 3])

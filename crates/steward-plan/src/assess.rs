@@ -13,9 +13,23 @@ struct Verdict {
 }
 
 fn v(ready: S, progressing: S, degraded: S, reason: &str, message: String) -> Verdict {
-    let ok = |s: S, yes: &str| if s == S::False { yes.to_string() } else { reason.to_string() };
+    let ok = |s: S, yes: &str| {
+        if s == S::False {
+            yes.to_string()
+        } else {
+            reason.to_string()
+        }
+    };
     Verdict {
-        ready: (ready, if ready == S::True { "Converged".into() } else { reason.into() }, message.clone()),
+        ready: (
+            ready,
+            if ready == S::True {
+                "Converged".into()
+            } else {
+                reason.into()
+            },
+            message.clone(),
+        ),
         progressing: (progressing, ok(progressing, "Converged"), message.clone()),
         degraded: (degraded, ok(degraded, "AsExpected"), message),
     }
@@ -50,16 +64,33 @@ pub fn assess(desired: &Desired, observed: &Observed, plan: &Plan, now: OffsetDa
         let action = plan.actions.iter().find(|a| a.object() == format!("Service/{name}"));
         let held = plan.held.iter().find(|h| h.name == name);
         let verdict = match (action, held) {
-            (Some(Action::Create { .. }), _) => v(S::False, S::True, S::False, "Creating", format!("creating service {name}")),
+            (Some(Action::Create { .. }), _) => v(
+                S::False,
+                S::True,
+                S::False,
+                "Creating",
+                format!("creating service {name}"),
+            ),
             (Some(Action::Update { reason, changes, .. }), _) => {
                 let fields: Vec<&str> = changes.iter().map(|c| c.field.as_str()).collect();
-                let what = if fields.is_empty() { "ownership labels".to_string() } else { fields.join(", ") };
+                let what = if fields.is_empty() {
+                    "ownership labels".to_string()
+                } else {
+                    fields.join(", ")
+                };
                 v(S::False, S::True, S::False, reason.as_str(), format!("updating {what}"))
             }
-            (Some(Action::Remove { .. }), _) => v(S::False, S::True, S::False, "Pruning", format!("removing service {name}")),
+            (Some(Action::Remove { .. }), _) => v(
+                S::False,
+                S::True,
+                S::False,
+                "Pruning",
+                format!("removing service {name}"),
+            ),
             // The last good version runs: it can be Ready while the revision is Degraded.
             (None, Some(h)) if matches!(h.hold, Hold::RevisionRejected { .. }) => {
-                let converged = o.is_some_and(|o| convergence_hold(o).is_none_or(|c| matches!(c, Hold::UpdateFailed { .. })));
+                let converged =
+                    o.is_some_and(|o| convergence_hold(o).is_none_or(|c| matches!(c, Hold::UpdateFailed { .. })));
                 let msg = h.hold.message(name);
                 let mut verdict = v(S::False, S::False, S::True, h.hold.reason(), msg.clone());
                 if converged {
@@ -103,7 +134,11 @@ pub fn assess(desired: &Desired, observed: &Observed, plan: &Plan, now: OffsetDa
                 cond(T::Degraded, verdict.degraded),
             ],
             desired_replicas: d.map(|d| d.state.replicas).or(o.map(|o| o.state.replicas)),
-            running_replicas: if known { Some(owned_obs.and_then(|o| o.running_tasks).unwrap_or(0)) } else { None },
+            running_replicas: if known {
+                Some(owned_obs.and_then(|o| o.running_tasks).unwrap_or(0))
+            } else {
+                None
+            },
             image: owned_obs.map(|o| o.state.image.clone()),
             observed_generation: desired.generation,
             last_reconcile: now,

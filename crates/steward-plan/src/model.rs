@@ -325,9 +325,13 @@ pub struct ObservedService {
 /// What the observers saw. A backend that could not be read is `Unknown`, never empty.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Observed {
-    Unknown { reason: String },
+    Unknown {
+        reason: String,
+    },
     /// Services owned by the stack, plus any service whose name the desired state uses.
-    Known { services: Vec<ObservedService> },
+    Known {
+        services: Vec<ObservedService>,
+    },
 }
 
 #[cfg(test)]

@@ -315,7 +315,12 @@ fn opt<T: ToString>(v: &Option<T>) -> String {
 
 /// Field-by-field differences from `old` to `new`, secrets redacted. Whether a field differs
 /// is decided on the raw values; rendering is for display only.
-pub fn diff(old: &ServiceState, new: &ServiceState, secret_new: &BTreeSet<String>, secret_old: &BTreeSet<String>) -> Vec<FieldChange> {
+pub fn diff(
+    old: &ServiceState,
+    new: &ServiceState,
+    secret_new: &BTreeSet<String>,
+    secret_old: &BTreeSet<String>,
+) -> Vec<FieldChange> {
     let mut out = Vec::new();
     if old == new {
         return out;
@@ -330,9 +335,15 @@ pub fn diff(old: &ServiceState, new: &ServiceState, secret_new: &BTreeSet<String
             });
         }
     };
-    push(old.image != new.image, "image", &|| (old.image.clone(), new.image.clone()));
-    push(old.replicas != new.replicas, "replicas", &|| (old.replicas.to_string(), new.replicas.to_string()));
-    push(old.command != new.command, "command", &|| (json(&old.command), json(&new.command)));
+    push(old.image != new.image, "image", &|| {
+        (old.image.clone(), new.image.clone())
+    });
+    push(old.replicas != new.replicas, "replicas", &|| {
+        (old.replicas.to_string(), new.replicas.to_string())
+    });
+    push(old.command != new.command, "command", &|| {
+        (json(&old.command), json(&new.command))
+    });
     push(old.args != new.args, "args", &|| (json(&old.args), json(&new.args)));
     let keys: BTreeSet<&String> = old.env.keys().chain(new.env.keys()).collect();
     for k in keys {
@@ -355,28 +366,48 @@ pub fn diff(old: &ServiceState, new: &ServiceState, secret_new: &BTreeSet<String
         let (o, n) = (old.labels.get(k), new.labels.get(k));
         push(o != n, &format!("labels.{k}"), &|| (opt(&o), opt(&n)));
     }
-    push(old.ports != new.ports, "ports", &|| (render_ports(&old.ports), render_ports(&new.ports)));
-    for (name, o, n) in [("limits", &old.limits, &new.limits), ("reservations", &old.reservations, &new.reservations)] {
+    push(old.ports != new.ports, "ports", &|| {
+        (render_ports(&old.ports), render_ports(&new.ports))
+    });
+    for (name, o, n) in [
+        ("limits", &old.limits, &new.limits),
+        ("reservations", &old.reservations, &new.reservations),
+    ] {
         push(o.nano_cpus != n.nano_cpus, &format!("resources.{name}.cpus"), &|| {
             (opt(&o.nano_cpus.map(cpus)), opt(&n.nano_cpus.map(cpus)))
         });
-        push(o.memory_bytes != n.memory_bytes, &format!("resources.{name}.memory"), &|| {
-            (opt(&o.memory_bytes.map(bytes)), opt(&n.memory_bytes.map(bytes)))
-        });
+        push(
+            o.memory_bytes != n.memory_bytes,
+            &format!("resources.{name}.memory"),
+            &|| (opt(&o.memory_bytes.map(bytes)), opt(&n.memory_bytes.map(bytes))),
+        );
     }
-    for (name, o, n) in [("update", &old.update, &new.update), ("rollback", &old.rollback, &new.rollback)] {
+    for (name, o, n) in [
+        ("update", &old.update, &new.update),
+        ("rollback", &old.rollback, &new.rollback),
+    ] {
         push(o.parallelism != n.parallelism, &format!("{name}.parallelism"), &|| {
             (o.parallelism.to_string(), n.parallelism.to_string())
         });
-        push(o.delay_ns != n.delay_ns, &format!("{name}.delay"), &|| (dur(o.delay_ns), dur(n.delay_ns)));
-        push(o.failure_action != n.failure_action, &format!("{name}.failureAction"), &|| {
-            (o.failure_action.clone(), n.failure_action.clone())
+        push(o.delay_ns != n.delay_ns, &format!("{name}.delay"), &|| {
+            (dur(o.delay_ns), dur(n.delay_ns))
         });
-        push(o.monitor_ns != n.monitor_ns, &format!("{name}.monitor"), &|| (dur(o.monitor_ns), dur(n.monitor_ns)));
-        push(o.max_failure_ratio != n.max_failure_ratio, &format!("{name}.maxFailureRatio"), &|| {
-            (o.max_failure_ratio.to_string(), n.max_failure_ratio.to_string())
+        push(
+            o.failure_action != n.failure_action,
+            &format!("{name}.failureAction"),
+            &|| (o.failure_action.clone(), n.failure_action.clone()),
+        );
+        push(o.monitor_ns != n.monitor_ns, &format!("{name}.monitor"), &|| {
+            (dur(o.monitor_ns), dur(n.monitor_ns))
         });
-        push(o.order != n.order, &format!("{name}.order"), &|| (o.order.clone(), n.order.clone()));
+        push(
+            o.max_failure_ratio != n.max_failure_ratio,
+            &format!("{name}.maxFailureRatio"),
+            &|| (o.max_failure_ratio.to_string(), n.max_failure_ratio.to_string()),
+        );
+        push(o.order != n.order, &format!("{name}.order"), &|| {
+            (o.order.clone(), n.order.clone())
+        });
     }
     out
 }
@@ -445,15 +476,35 @@ fn render_ports(ports: &[PortState]) -> String {
 /// What a created service will look like, as field changes from nothing.
 pub fn describe_new(d: &DesiredService) -> Vec<FieldChange> {
     let mut f = vec![
-        FieldChange { field: "image".into(), old: NONE.into(), new: d.state.image.clone() },
-        FieldChange { field: "replicas".into(), old: NONE.into(), new: d.state.replicas.to_string() },
+        FieldChange {
+            field: "image".into(),
+            old: NONE.into(),
+            new: d.state.image.clone(),
+        },
+        FieldChange {
+            field: "replicas".into(),
+            old: NONE.into(),
+            new: d.state.replicas.to_string(),
+        },
     ];
     if !d.state.ports.is_empty() {
-        f.push(FieldChange { field: "ports".into(), old: NONE.into(), new: render_ports(&d.state.ports) });
+        f.push(FieldChange {
+            field: "ports".into(),
+            old: NONE.into(),
+            new: render_ports(&d.state.ports),
+        });
     }
     for k in d.state.env.keys() {
-        let v = if d.secret_env.contains(k) { REDACTED.to_string() } else { d.state.env[k].clone() };
-        f.push(FieldChange { field: format!("env.{k}"), old: NONE.into(), new: v });
+        let v = if d.secret_env.contains(k) {
+            REDACTED.to_string()
+        } else {
+            d.state.env[k].clone()
+        };
+        f.push(FieldChange {
+            field: format!("env.{k}"),
+            old: NONE.into(),
+            new: v,
+        });
     }
     f
 }
@@ -506,10 +557,22 @@ impl Plan {
             }
         }
         for h in waits {
-            let _ = writeln!(out, "… Service/{} {}: {}", h.name, h.hold.reason(), h.hold.message(&h.name));
+            let _ = writeln!(
+                out,
+                "… Service/{} {}: {}",
+                h.name,
+                h.hold.reason(),
+                h.hold.message(&h.name)
+            );
         }
         for h in errors {
-            let _ = writeln!(out, "! Service/{} {}: {}", h.name, h.hold.reason(), h.hold.message(&h.name));
+            let _ = writeln!(
+                out,
+                "! Service/{} {}: {}",
+                h.name,
+                h.hold.reason(),
+                h.hold.message(&h.name)
+            );
         }
         if self.actions.is_empty() && self.held.is_empty() {
             let _ = writeln!(out, "In sync: nothing to do.");
@@ -526,7 +589,12 @@ impl Plan {
                 Action::Create { service } => serde_json::json!({
                     "action": "Create", "object": a.object(), "changes": describe_new(service),
                 }),
-                Action::Update { changes, reason, version, .. } => serde_json::json!({
+                Action::Update {
+                    changes,
+                    reason,
+                    version,
+                    ..
+                } => serde_json::json!({
                     "action": "Update", "object": a.object(), "reason": reason.as_str(),
                     "version": version, "changes": changes,
                 }),
@@ -538,10 +606,12 @@ impl Plan {
         let held: Vec<serde_json::Value> = self
             .held
             .iter()
-            .map(|h| serde_json::json!({
-                "object": format!("Service/{}", h.name), "reason": h.hold.reason(),
-                "message": h.hold.message(&h.name), "error": h.hold.is_error(),
-            }))
+            .map(|h| {
+                serde_json::json!({
+                    "object": format!("Service/{}", h.name), "reason": h.hold.reason(),
+                    "message": h.hold.message(&h.name), "error": h.hold.is_error(),
+                })
+            })
             .collect();
         // In sync means nothing to write *and* nothing unknown or blocked.
         let in_sync = self.actions.is_empty() && self.errors().next().is_none();

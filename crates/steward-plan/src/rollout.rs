@@ -68,7 +68,12 @@ impl Revision {
 
     /// The service to write to restore this revision, secrets filled from `observed` (what
     /// runs now) or `desired`; `None` when a secret cannot be found.
-    pub fn restore(&self, observed: Option<&ServiceState>, desired: Option<&DesiredService>, policy: RolloutPolicy) -> Option<DesiredService> {
+    pub fn restore(
+        &self,
+        observed: Option<&ServiceState>,
+        desired: Option<&DesiredService>,
+        policy: RolloutPolicy,
+    ) -> Option<DesiredService> {
         let mut state = self.state.clone();
         for k in &self.secret_env {
             let v = observed
@@ -277,7 +282,12 @@ pub fn job_swarm_name(service: &str, job: &str, hash: &str) -> String {
 
 /// Starts a rollout for the services whose desired spec differs from their last known-good
 /// revision. `None` when nothing changed.
-pub fn begin(desired: &Desired, desired_hash: &str, last_good: &BTreeMap<String, Revision>, now_ms: i64) -> Option<Rollout> {
+pub fn begin(
+    desired: &Desired,
+    desired_hash: &str,
+    last_good: &BTreeMap<String, Revision>,
+    now_ms: i64,
+) -> Option<Rollout> {
     let mut services = Vec::new();
     let mut jobs = Vec::new();
     for d in &desired.services {
@@ -315,7 +325,11 @@ pub fn begin(desired: &Desired, desired_hash: &str, last_good: &BTreeMap<String,
     Some(Rollout {
         generation: desired.generation,
         desired_hash: desired_hash.to_string(),
-        phase: if jobs.is_empty() { Phase::Updating } else { Phase::PreDeploy },
+        phase: if jobs.is_empty() {
+            Phase::Updating
+        } else {
+            Phase::PreDeploy
+        },
         phase_started_ms: now_ms,
         started_ms: now_ms,
         services,
@@ -326,7 +340,11 @@ pub fn begin(desired: &Desired, desired_hash: &str, last_good: &BTreeMap<String,
 }
 
 /// What the planner works toward while `rollout` is in force, and what it must not touch.
-pub fn effective(desired: &Desired, rollout: Option<&Rollout>, observed: &BTreeMap<String, ObservedService>) -> Desired {
+pub fn effective(
+    desired: &Desired,
+    rollout: Option<&Rollout>,
+    observed: &BTreeMap<String, ObservedService>,
+) -> Desired {
     let mut out = desired.clone();
     let Some(r) = rollout else { return out };
     let mut services = Vec::new();
@@ -341,12 +359,22 @@ pub fn effective(desired: &Desired, rollout: Option<&Rollout>, observed: &BTreeM
             (SvcPhase::Pending, Some(rev)) => match restore(rev) {
                 Some(x) => services.push(x),
                 None => {
-                    out.gates.insert(d.name.clone(), Hold::WaitingOn { what: "secrets of the previous revision".into() });
+                    out.gates.insert(
+                        d.name.clone(),
+                        Hold::WaitingOn {
+                            what: "secrets of the previous revision".into(),
+                        },
+                    );
                     services.push(d.clone());
                 }
             },
             (SvcPhase::Pending, None) => {
-                out.gates.insert(d.name.clone(), Hold::WaitingOn { what: pending_what(r, &d.name) });
+                out.gates.insert(
+                    d.name.clone(),
+                    Hold::WaitingOn {
+                        what: pending_what(r, &d.name),
+                    },
+                );
                 services.push(d.clone());
             }
             (SvcPhase::RollingBack | SvcPhase::RolledBack, Some(rev)) => match restore(rev) {
@@ -354,7 +382,9 @@ pub fn effective(desired: &Desired, rollout: Option<&Rollout>, observed: &BTreeM
                 None => {
                     out.gates.insert(
                         d.name.clone(),
-                        Hold::RevisionRejected { cause: "previous revision's secrets are unavailable".into() },
+                        Hold::RevisionRejected {
+                            cause: "previous revision's secrets are unavailable".into(),
+                        },
                     );
                     services.push(d.clone());
                 }
@@ -384,7 +414,8 @@ pub fn effective(desired: &Desired, rollout: Option<&Rollout>, observed: &BTreeM
 /// handling are not separate errors, and a rejected revision says so.
 pub fn annotate(plan: &mut crate::plan::Plan, r: &Rollout) {
     let in_rollout = |n: &str| r.service(n).is_some();
-    plan.held.retain(|h| !(in_rollout(&h.name) && matches!(h.hold, Hold::UpdateFailed { .. })));
+    plan.held
+        .retain(|h| !(in_rollout(&h.name) && matches!(h.hold, Hold::UpdateFailed { .. })));
     let cause = r.cause.clone().unwrap_or_default();
     for s in &r.services {
         let hold = match r.phase {
@@ -394,7 +425,10 @@ pub fn annotate(plan: &mut crate::plan::Plan, r: &Rollout) {
             },
             _ => continue,
         };
-        plan.held.push(crate::plan::Held { name: s.name.clone(), hold });
+        plan.held.push(crate::plan::Held {
+            name: s.name.clone(),
+            hold,
+        });
     }
 }
 
@@ -418,7 +452,14 @@ const CLOCK_SKEW_MS: i64 = 1_000;
 pub fn step(r: &mut Rollout, desired: &Desired, obs: &Observations) -> StepOutput {
     let mut out = StepOutput::default();
     let now = obs.now_ms;
-    let policy = |name: &str| desired.services.iter().find(|d| d.name == name).map(|d| d.rollout.clone()).unwrap_or_else(RolloutPolicy::none);
+    let policy = |name: &str| {
+        desired
+            .services
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| d.rollout.clone())
+            .unwrap_or_else(RolloutPolicy::none)
+    };
     let target = |name: &str| desired.services.iter().find(|d| d.name == name);
 
     match r.phase {
@@ -438,7 +479,9 @@ pub fn step(r: &mut Rollout, desired: &Desired, obs: &Observations) -> StepOutpu
                 let cause = format!(
                     "progress deadline {}s exceeded in pre-deploy{}",
                     deadline / 1000,
-                    running.map(|j| format!(" (job {}/{} not finished)", j.service, j.job)).unwrap_or_default()
+                    running
+                        .map(|j| format!(" (job {}/{} not finished)", j.service, j.job))
+                        .unwrap_or_default()
                 );
                 reject_before_any_write(r, cause, now, &mut out);
                 return out;
@@ -451,7 +494,14 @@ pub fn step(r: &mut Rollout, desired: &Desired, obs: &Observations) -> StepOutpu
                     warning: false,
                     reason: "PreDeployComplete",
                     object: format!("Rollout/{}", r.generation),
-                    message: format!("pre-deploy jobs done: {}", r.jobs.iter().map(|j| format!("{}/{}", j.service, j.job)).collect::<Vec<_>>().join(", ")),
+                    message: format!(
+                        "pre-deploy jobs done: {}",
+                        r.jobs
+                            .iter()
+                            .map(|j| format!("{}/{}", j.service, j.job))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
                 });
             }
             if r.phase != Phase::Updating {
@@ -468,14 +518,22 @@ pub fn step(r: &mut Rollout, desired: &Desired, obs: &Observations) -> StepOutpu
 
     // Updating / Verifying.
     let mut failure: Option<(String, String)> = None;
-    let verified: BTreeSet<String> = r.services.iter().filter(|s| s.phase == SvcPhase::Verified).map(|s| s.name.clone()).collect();
+    let verified: BTreeSet<String> = r
+        .services
+        .iter()
+        .filter(|s| s.phase == SvcPhase::Verified)
+        .map(|s| s.name.clone())
+        .collect();
     let in_rollout: BTreeSet<String> = r.services.iter().map(|s| s.name.clone()).collect();
     for s in &mut r.services {
         let p = policy(&s.name);
         let deadline = p.progress_deadline_ms.max(1);
         match s.phase {
             SvcPhase::Pending => {
-                let blocked = p.depends_on.iter().any(|d| in_rollout.contains(d) && !verified.contains(d));
+                let blocked = p
+                    .depends_on
+                    .iter()
+                    .any(|d| in_rollout.contains(d) && !verified.contains(d));
                 if !blocked {
                     s.phase = SvcPhase::Updating;
                     s.phase_started_ms = now;
@@ -494,9 +552,17 @@ pub fn step(r: &mut Rollout, desired: &Desired, obs: &Observations) -> StepOutpu
                     let ours = u.started_at_ms.is_none_or(|t| t + CLOCK_SKEW_MS >= s.phase_started_ms);
                     let failed = matches!(
                         u.state,
-                        UpdateState::Paused | UpdateState::RollbackStarted | UpdateState::RollbackPaused | UpdateState::RollbackCompleted
+                        UpdateState::Paused
+                            | UpdateState::RollbackStarted
+                            | UpdateState::RollbackPaused
+                            | UpdateState::RollbackCompleted
                     );
-                    if ours && failed && o.is_some_and(|o| o.spec_hash.as_deref() != Some(s.to_hash.as_str()) || u.state == UpdateState::Paused) {
+                    if ours
+                        && failed
+                        && o.is_some_and(|o| {
+                            o.spec_hash.as_deref() != Some(s.to_hash.as_str()) || u.state == UpdateState::Paused
+                        })
+                    {
                         failure = Some((s.name.clone(), format!("Swarm update {:?}: {}", u.state, u.message)));
                         break;
                     }
@@ -512,7 +578,9 @@ pub fn step(r: &mut Rollout, desired: &Desired, obs: &Observations) -> StepOutpu
                         None => !needs_update,
                         // No task to replace: Swarm starts no update, and whatever status the
                         // last one left (even a rollback) says nothing about this change.
-                        Some(u) if !needs_update => !matches!(u.state, UpdateState::Updating | UpdateState::RollbackStarted),
+                        Some(u) if !needs_update => {
+                            !matches!(u.state, UpdateState::Updating | UpdateState::RollbackStarted)
+                        }
                         Some(u) => {
                             u.state == UpdateState::Completed
                                 && u.started_at_ms.is_none_or(|t| t + CLOCK_SKEW_MS >= phase_start)
@@ -522,14 +590,22 @@ pub fn step(r: &mut Rollout, desired: &Desired, obs: &Observations) -> StepOutpu
                 });
                 if written && settled {
                     let verify = !s.scale_only && (p.health.is_some() || p.analysis.is_some());
-                    s.phase = if verify { SvcPhase::Verifying } else { SvcPhase::Verified };
+                    s.phase = if verify {
+                        SvcPhase::Verifying
+                    } else {
+                        SvcPhase::Verified
+                    };
                     s.phase_started_ms = now;
                     out.events.push(RolloutEvent {
                         warning: false,
                         reason: if verify { "RolloutVerifying" } else { "RolloutVerified" },
                         object: obj(&s.name),
                         message: if verify {
-                            format!("{replicas}/{replicas} tasks on {}; verifying for {}s", s.to_image, p.verify_window_ms / 1000)
+                            format!(
+                                "{replicas}/{replicas} tasks on {}; verifying for {}s",
+                                s.to_image,
+                                p.verify_window_ms / 1000
+                            )
                         } else {
                             format!("{replicas}/{replicas} tasks on {}", s.to_image)
                         },
@@ -538,7 +614,10 @@ pub fn step(r: &mut Rollout, desired: &Desired, obs: &Observations) -> StepOutpu
                     let running = o.and_then(|o| o.running_tasks).unwrap_or(0);
                     failure = Some((
                         s.name.clone(),
-                        format!("progress deadline {}s exceeded while updating: {running}/{replicas} tasks running", deadline / 1000),
+                        format!(
+                            "progress deadline {}s exceeded while updating: {running}/{replicas} tasks running",
+                            deadline / 1000
+                        ),
                     ));
                     break;
                 }
@@ -558,7 +637,9 @@ pub fn step(r: &mut Rollout, desired: &Desired, obs: &Observations) -> StepOutpu
                                 warning: true,
                                 reason: "AnalysisInconclusive",
                                 object: obj(&s.name),
-                                message: format!("rollout paused for a decision (steward rollback, or a new commit): {cause}"),
+                                message: format!(
+                                    "rollout paused for a decision (steward rollback, or a new commit): {cause}"
+                                ),
                             });
                             return out;
                         }
@@ -577,7 +658,10 @@ pub fn step(r: &mut Rollout, desired: &Desired, obs: &Observations) -> StepOutpu
                         }
                     }
                 } else if now - s.phase_started_ms > deadline {
-                    failure = Some((s.name.clone(), format!("progress deadline {}s exceeded while verifying", deadline / 1000)));
+                    failure = Some((
+                        s.name.clone(),
+                        format!("progress deadline {}s exceeded while verifying", deadline / 1000),
+                    ));
                     break;
                 }
             }
@@ -594,7 +678,8 @@ pub fn step(r: &mut Rollout, desired: &Desired, obs: &Observations) -> StepOutpu
         r.phase = Phase::Complete;
         r.phase_started_ms = now;
         for s in &r.services {
-            out.finished.push((s.name.clone(), s.to_hash.clone(), Outcome::Complete));
+            out.finished
+                .push((s.name.clone(), s.to_hash.clone(), Outcome::Complete));
         }
         out.events.push(RolloutEvent {
             warning: false,
@@ -603,10 +688,18 @@ pub fn step(r: &mut Rollout, desired: &Desired, obs: &Observations) -> StepOutpu
             message: format!(
                 "generation {} rolled out: {}",
                 r.generation,
-                r.services.iter().map(|s| format!("{} {}", s.name, s.to_image)).collect::<Vec<_>>().join(", ")
+                r.services
+                    .iter()
+                    .map(|s| format!("{} {}", s.name, s.to_image))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         });
-    } else if r.services.iter().all(|s| matches!(s.phase, SvcPhase::Verifying | SvcPhase::Verified)) {
+    } else if r
+        .services
+        .iter()
+        .all(|s| matches!(s.phase, SvcPhase::Verifying | SvcPhase::Verified))
+    {
         if r.phase != Phase::Verifying {
             r.phase = Phase::Verifying;
             r.phase_started_ms = now;
@@ -650,11 +743,15 @@ fn verify_service(s: &mut ServiceRollout, p: &RolloutPolicy, obs: &Observations)
         let mut inconclusive = Vec::new();
         let mut errors = Vec::new();
         for (metric, m) in round {
-            let Some(def) = a.metrics.iter().find(|x| &x.name == metric) else { continue };
+            let Some(def) = a.metrics.iter().find(|x| &x.name == metric) else {
+                continue;
+            };
             match m {
                 MeasureObs::Error(e) => errors.push(format!("{metric}: {e}")),
                 MeasureObs::Empty => inconclusive.push(format!("{metric}: query `{}` returned no data", def.query)),
-                MeasureObs::Value(v) if v.is_nan() => inconclusive.push(format!("{metric}: query `{}` returned NaN", def.query)),
+                MeasureObs::Value(v) if v.is_nan() => {
+                    inconclusive.push(format!("{metric}: query `{}` returned NaN", def.query))
+                }
                 MeasureObs::Value(v) => {
                     if let Some(fc) = &def.failure_condition {
                         if fc.eval(*v) {
@@ -664,7 +761,10 @@ fn verify_service(s: &mut ServiceRollout, p: &RolloutPolicy, obs: &Observations)
                     }
                     if let Some(sc) = &def.success_condition {
                         if !sc.eval(*v) {
-                            failed.push(format!("{metric}: `{}` = {v} does not meet successCondition `{sc}`", def.query));
+                            failed.push(format!(
+                                "{metric}: `{}` = {v} does not meet successCondition `{sc}`",
+                                def.query
+                            ));
                         }
                     }
                 }
@@ -682,7 +782,11 @@ fn verify_service(s: &mut ServiceRollout, p: &RolloutPolicy, obs: &Observations)
         } else {
             // A failed metric counts at once even if another metric of the round errored
             // (Argo Rollouts keeps each metric's tally separately).
-            s.analysis.error_streak = if errors.is_empty() { 0 } else { s.analysis.error_streak + 1 };
+            s.analysis.error_streak = if errors.is_empty() {
+                0
+            } else {
+                s.analysis.error_streak + 1
+            };
             s.analysis.measurements += 1;
             if !failed.is_empty() {
                 s.analysis.failed += 1;
@@ -702,7 +806,10 @@ fn verify_service(s: &mut ServiceRollout, p: &RolloutPolicy, obs: &Observations)
             }
         }
     }
-    let health_ok = p.health.as_ref().is_none_or(|h| s.health.ok_streak >= h.success_threshold);
+    let health_ok = p
+        .health
+        .as_ref()
+        .is_none_or(|h| s.health.ok_streak >= h.success_threshold);
     let analysis_ok = p.analysis.as_ref().is_none_or(|a| s.analysis.measurements >= a.count);
     let window_ok = now - s.phase_started_ms >= p.verify_window_ms;
     (health_ok && analysis_ok && window_ok).then_some(Verdict::Pass)
@@ -720,7 +827,10 @@ pub fn due_probes(r: &Rollout, desired: &Desired, now_ms: i64) -> Vec<(String, s
             let d = desired.services.iter().find(|d| d.name == s.name)?;
             let h = d.rollout.health.clone()?;
             let interval = h.interval.get().as_millis() as i64;
-            s.health.last_ms.is_none_or(|t| now_ms - t >= interval).then(|| (s.name.clone(), h))
+            s.health
+                .last_ms
+                .is_none_or(|t| now_ms - t >= interval)
+                .then(|| (s.name.clone(), h))
         })
         .collect()
 }
@@ -740,7 +850,10 @@ pub fn due_analysis(r: &Rollout, desired: &Desired, now_ms: i64) -> Vec<(String,
                 return None;
             }
             let interval = a.interval.get().as_millis() as i64;
-            s.analysis.last_ms.is_none_or(|t| now_ms - t >= interval).then(|| (s.name.clone(), a))
+            s.analysis
+                .last_ms
+                .is_none_or(|t| now_ms - t >= interval)
+                .then(|| (s.name.clone(), a))
         })
         .collect()
 }
@@ -758,7 +871,12 @@ pub fn next_due_ms(r: &Rollout, desired: &Desired) -> Option<i64> {
             if let Some(h) = &d.rollout.health {
                 consider(s.health.last_ms.unwrap_or(0) + h.interval.get().as_millis() as i64);
             }
-            if let Some(a) = d.rollout.analysis.as_ref().filter(|a| s.analysis.measurements < a.count) {
+            if let Some(a) = d
+                .rollout
+                .analysis
+                .as_ref()
+                .filter(|a| s.analysis.measurements < a.count)
+            {
                 consider(s.analysis.last_ms.unwrap_or(0) + a.interval.get().as_millis() as i64);
             }
             consider(s.phase_started_ms + d.rollout.verify_window_ms);
@@ -770,7 +888,9 @@ pub fn next_due_ms(r: &Rollout, desired: &Desired) -> Option<i64> {
 fn step_jobs(r: &mut Rollout, desired: &Desired, obs: &Observations, out: &mut StepOutput) {
     let now = obs.now_ms;
     // Sequential: one job at a time, in manifest order.
-    let Some(idx) = r.jobs.iter().position(|j| !j.done) else { return };
+    let Some(idx) = r.jobs.iter().position(|j| !j.done) else {
+        return;
+    };
     let j = r.jobs[idx].clone();
     let d = desired.services.iter().find(|d| d.name == j.service);
     let def = d.and_then(|d| d.rollout.pre_deploy.iter().find(|x| x.name.as_str() == j.job));
@@ -781,9 +901,22 @@ fn step_jobs(r: &mut Rollout, desired: &Desired, obs: &Observations, out: &mut S
             warning: true,
             reason: "PreDeployFailed",
             object: obj(&j.service),
-            message: format!("job {} failed: {cause}{}", j.job, if logs.is_empty() { String::new() } else { format!("\n--- logs ---\n{logs}") }),
+            message: format!(
+                "job {} failed: {cause}{}",
+                j.job,
+                if logs.is_empty() {
+                    String::new()
+                } else {
+                    format!("\n--- logs ---\n{logs}")
+                }
+            ),
         });
-        reject_before_any_write(r, format!("pre-deploy job {}/{} failed: {cause}", j.service, j.job), now, out);
+        reject_before_any_write(
+            r,
+            format!("pre-deploy job {}/{} failed: {cause}", j.service, j.job),
+            now,
+            out,
+        );
     };
     match obs.jobs.get(&j.swarm_name).cloned().unwrap_or(JobObs::Missing) {
         JobObs::Missing if j.started_ms.is_none() => {
@@ -824,7 +957,15 @@ fn step_jobs(r: &mut Rollout, desired: &Desired, obs: &Observations, out: &mut S
                 warning: false,
                 reason: "PreDeploySucceeded",
                 object: obj(&j.service),
-                message: format!("job {} succeeded{}", j.job, if logs.is_empty() { String::new() } else { format!("\n--- logs ---\n{logs}") }),
+                message: format!(
+                    "job {} succeeded{}",
+                    j.job,
+                    if logs.is_empty() {
+                        String::new()
+                    } else {
+                        format!("\n--- logs ---\n{logs}")
+                    }
+                ),
             });
         }
         JobObs::Failed { reason, logs } => fail(r, out, reason, &logs),
@@ -836,7 +977,8 @@ fn reject_before_any_write(r: &mut Rollout, cause: String, now: i64, out: &mut S
     r.cause = Some(cause.clone());
     for s in &mut r.services {
         s.phase = SvcPhase::RolledBack;
-        out.finished.push((s.name.clone(), s.to_hash.clone(), Outcome::RolledBack));
+        out.finished
+            .push((s.name.clone(), s.to_hash.clone(), Outcome::RolledBack));
     }
     r.phase = Phase::RolledBack;
     r.phase_started_ms = now;
@@ -868,7 +1010,11 @@ pub fn start_rollback(r: &mut Rollout, name: &str, cause: &str, now_ms: i64, out
         message: format!(
             "rolling back generation {} ({}): {cause}",
             r.generation,
-            r.services.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            r.services
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     });
 }
@@ -884,11 +1030,15 @@ fn step_rolling_back(r: &mut Rollout, obs: &Observations, out: &mut StepOutput) 
             Some(rev) => o.is_some_and(|o| {
                 // The restored spec carries the secrets that run now: its hash differs from the
                 // revision's own when a secret was rotated in between.
-                let restored = rev.restore(Some(&o.state), None, RolloutPolicy::none()).map(|x| x.spec_hash);
+                let restored = rev
+                    .restore(Some(&o.state), None, RolloutPolicy::none())
+                    .map(|x| x.spec_hash);
                 let back = o.spec_hash.as_deref() == Some(rev.spec_hash.as_str())
                     || (o.spec_hash.is_some() && o.spec_hash == restored);
                 back && o.running_tasks == Some(rev.state.replicas)
-                    && o.update_status.as_ref().is_none_or(|u| u.state != UpdateState::Updating && u.state != UpdateState::RollbackStarted)
+                    && o.update_status
+                        .as_ref()
+                        .is_none_or(|u| u.state != UpdateState::Updating && u.state != UpdateState::RollbackStarted)
             }),
         };
         if done {
@@ -900,7 +1050,8 @@ fn step_rolling_back(r: &mut Rollout, obs: &Observations, out: &mut StepOutput) 
         r.phase = Phase::RolledBack;
         r.phase_started_ms = obs.now_ms;
         for s in &r.services {
-            out.finished.push((s.name.clone(), s.to_hash.clone(), Outcome::RolledBack));
+            out.finished
+                .push((s.name.clone(), s.to_hash.clone(), Outcome::RolledBack));
         }
         let cause = r.cause.clone().unwrap_or_default();
         out.events.push(RolloutEvent {

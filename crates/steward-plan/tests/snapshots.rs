@@ -49,9 +49,7 @@ fn mixed(prune: bool) -> (Desired, Observed) {
         .env("API_URL", "http://api:8080")
         .secret_env("SESSION_KEY", "hunter2")
         .build();
-    let admin = desired("admin")
-        .image("registry.example/shop/admin:0.9")
-        .build();
+    let admin = desired("admin").image("registry.example/shop/admin:0.9").build();
     let queue = desired("queue").image("rabbitmq:3.13").replicas(3).build();
     let static_ = desired("static").image("nginx:1.27").build();
 
@@ -62,13 +60,9 @@ fn mixed(prune: bool) -> (Desired, Observed) {
             .build(),
         observed_from(&api_before).version(118).build(),
         observed_from(&cache).replicas(6).version(57).build(),
-        observed_from(
-            &desired("old-cron")
-                .image("registry.example/shop/cron:1.0")
-                .build(),
-        )
-        .version(31)
-        .build(),
+        observed_from(&desired("old-cron").image("registry.example/shop/cron:1.0").build())
+            .version(31)
+            .build(),
         observed_from(&queue)
             .running(1)
             .update_state(UpdateState::Updating, "update in progress")
@@ -92,19 +86,12 @@ fn assert_errors_last(p: &Plan) {
         .filter_map(|l| l.chars().next())
         .filter(|c| *c != ' ')
         .collect();
-    let first_error = markers
-        .iter()
-        .position(|c| *c == '!')
-        .expect("an error line");
+    let first_error = markers.iter().position(|c| *c == '!').expect("an error line");
     assert!(
         markers[first_error..].iter().all(|c| *c == '!'),
         "errors are not last:\n{shown}"
     );
-    assert!(
-        !shown.contains("correct-horse")
-            && !shown.contains("tr0ub4dor")
-            && !shown.contains("hunter2")
-    );
+    assert!(!shown.contains("correct-horse") && !shown.contains("tr0ub4dor") && !shown.contains("hunter2"));
 }
 
 #[test]
@@ -152,8 +139,6 @@ fn swarm_unreadable_plan() {
 fn json_plan() {
     let (d, o) = mixed(true);
     let json = serde_json::to_string_pretty(&plan(&d, &o).to_json()).unwrap();
-    assert!(
-        !json.contains("correct-horse") && !json.contains("tr0ub4dor") && !json.contains("hunter2")
-    );
+    assert!(!json.contains("correct-horse") && !json.contains("tr0ub4dor") && !json.contains("hunter2"));
     insta::assert_snapshot!("json_plan", json);
 }

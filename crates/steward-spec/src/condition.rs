@@ -74,7 +74,10 @@ impl TryFrom<String> for Condition {
     type Error = String;
     fn try_from(text: String) -> Result<Self, String> {
         let tokens = tokenize(&text).map_err(|e| format!("invalid condition {text:?}: {e}"))?;
-        let mut p = Parser { tokens: &tokens, pos: 0 };
+        let mut p = Parser {
+            tokens: &tokens,
+            pos: 0,
+        };
         let expr = p.or().map_err(|e| format!("invalid condition {text:?}: {e}"))?;
         if p.pos != tokens.len() {
             return Err(format!("invalid condition {text:?}: unexpected {:?}", tokens[p.pos]));
@@ -119,11 +122,19 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, String> {
                 while i < b.len() && ((b[i] as char).is_ascii_digit() || matches!(b[i], b'.' | b'e' | b'E')) {
                     i += 1;
                 }
-                let n: f64 = s[start..i].parse().map_err(|_| format!("bad number {:?}", &s[start..i]))?;
+                let n: f64 = s[start..i]
+                    .parse()
+                    .map_err(|_| format!("bad number {:?}", &s[start..i]))?;
                 out.push(Tok::Num(n));
             }
             _ if s[i..].starts_with("result") => (out.push(Tok::Result), i += 6).1,
-            _ => return Err(format!("unexpected {:?} at column {} (expected result, a number, <, <=, >, >=, ==, !=, &&, ||)", c, i + 1)),
+            _ => {
+                return Err(format!(
+                    "unexpected {:?} at column {} (expected result, a number, <, <=, >, >=, ==, !=, &&, ||)",
+                    c,
+                    i + 1
+                ))
+            }
         }
     }
     if out.is_empty() {
@@ -230,7 +241,15 @@ mod tests {
 
     #[test]
     fn rejects() {
-        for bad in ["", "result <", "result < x", "value < 1", "result < 1 &&", "(result < 1", "result = 1"] {
+        for bad in [
+            "",
+            "result <",
+            "result < x",
+            "value < 1",
+            "result < 1 &&",
+            "(result < 1",
+            "result = 1",
+        ] {
             assert!(Condition::try_from(bad.to_string()).is_err(), "{bad:?}");
         }
     }

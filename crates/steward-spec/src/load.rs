@@ -267,7 +267,10 @@ fn check_dependencies(services: &[ServiceEntry], errors: &mut Vec<SpecError>) {
             if dep.value.as_str() == s.name() {
                 errors.push(err("a service cannot depend on itself".into()));
             } else if !names.contains_key(dep.value.as_str()) {
-                errors.push(err(format!("no Service named {:?} in this desired state", dep.value.as_str())));
+                errors.push(err(format!(
+                    "no Service named {:?} in this desired state",
+                    dep.value.as_str()
+                )));
             }
         }
     }
@@ -452,10 +455,9 @@ fn at<'a>(ctx: &'a DocCtx<'a>, loc: Location) -> impl Fn(&str, String) -> SpecEr
 /// Finds the line and column of `needle` in a document (first occurrence), for values that
 /// carry no span of their own.
 fn locate(text: &str, needle: &str) -> Option<Pos> {
-    text.lines().enumerate().find_map(|(i, l)| {
-        l.find(needle)
-            .map(|c| Pos(i as u64 + 1, c as u64 + 1))
-    })
+    text.lines()
+        .enumerate()
+        .find_map(|(i, l)| l.find(needle).map(|c| Pos(i as u64 + 1, c as u64 + 1)))
 }
 
 fn validate_labels(ctx: &DocCtx, text: &str, m: &Metadata, errors: &mut Vec<SpecError>) {
@@ -489,7 +491,10 @@ fn validate_service(ctx: &DocCtx, text: &str, d: &ServiceDocument, errors: &mut 
         if !name_ok {
             errors.push(err(
                 &field(".name"),
-                format!("invalid variable name {:?}: letters, digits and '_', not starting with a digit", v.name),
+                format!(
+                    "invalid variable name {:?}: letters, digits and '_', not starting with a digit",
+                    v.name
+                ),
             ));
         }
         if let Some(prev) = names.insert(&v.name, i) {
@@ -530,7 +535,11 @@ fn validate_service(ctx: &DocCtx, text: &str, d: &ServiceDocument, errors: &mut 
         }
         if let Some(pp) = p.published {
             if pp == 0 {
-                errors.push(ctx.err(loc, &format!("spec.ports[{i}].published"), "must be between 1 and 65535"));
+                errors.push(ctx.err(
+                    loc,
+                    &format!("spec.ports[{i}].published"),
+                    "must be between 1 and 65535",
+                ));
             } else if let Some(prev) = published.insert((pp, p.protocol), i) {
                 errors.push(ctx.err(
                     loc,
@@ -552,18 +561,34 @@ fn validate_service(ctx: &DocCtx, text: &str, d: &ServiceDocument, errors: &mut 
     }
     if let Some(h) = &d.spec.health {
         if !(h.url.starts_with("http://") || h.url.starts_with("https://")) {
-            errors.push(ctx.err(locate(text, "url:"), "spec.health.url", format!("expected an http:// or https:// URL, got {:?}", h.url)));
+            errors.push(ctx.err(
+                locate(text, "url:"),
+                "spec.health.url",
+                format!("expected an http:// or https:// URL, got {:?}", h.url),
+            ));
         }
         if h.success_threshold == 0 || h.failure_threshold == 0 {
-            errors.push(ctx.err(locate(text, "Threshold"), "spec.health", "successThreshold and failureThreshold must be at least 1"));
+            errors.push(ctx.err(
+                locate(text, "Threshold"),
+                "spec.health",
+                "successThreshold and failureThreshold must be at least 1",
+            ));
         }
     }
     if let Some(a) = &d.spec.analysis {
         if !(a.prometheus.starts_with("http://") || a.prometheus.starts_with("https://")) {
-            errors.push(ctx.err(locate(text, "prometheus:"), "spec.analysis.prometheus", format!("expected an http:// or https:// URL, got {:?}", a.prometheus)));
+            errors.push(ctx.err(
+                locate(text, "prometheus:"),
+                "spec.analysis.prometheus",
+                format!("expected an http:// or https:// URL, got {:?}", a.prometheus),
+            ));
         }
         if a.metrics.is_empty() {
-            errors.push(ctx.err(locate(text, "analysis:"), "spec.analysis.metrics", "at least one metric is required"));
+            errors.push(ctx.err(
+                locate(text, "analysis:"),
+                "spec.analysis.metrics",
+                "at least one metric is required",
+            ));
         }
         if a.count == 0 {
             errors.push(ctx.err(locate(text, "count:"), "spec.analysis.count", "must be at least 1"));

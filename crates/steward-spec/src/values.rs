@@ -124,7 +124,10 @@ fn check_image(s: &str) -> Result<(), &'static str> {
     if let Some(tag) = tag {
         let ok = !tag.is_empty()
             && tag.len() <= 128
-            && tag.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            && tag
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
             && tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
         if !ok {
             return Err("malformed tag");
@@ -150,8 +153,12 @@ fn check_image(s: &str) -> Result<(), &'static str> {
     }
     for c in components {
         let ok = !c.is_empty()
-            && c.chars().next().is_some_and(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit())
-            && c.chars().last().is_some_and(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+            && c.chars()
+                .next()
+                .is_some_and(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+            && c.chars()
+                .last()
+                .is_some_and(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit())
             && c.chars()
                 .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-".contains(ch));
         if !ok {
@@ -435,7 +442,16 @@ mod tests {
         ] {
             assert!(ImageRef::try_from(ok.to_string()).is_ok(), "{ok}");
         }
-        for bad in ["", "Tax:v1", "tax:", "tax:v1 ", "a//b", "tax@sha256:xyz", "-tax", "tax:-v1"] {
+        for bad in [
+            "",
+            "Tax:v1",
+            "tax:",
+            "tax:v1 ",
+            "a//b",
+            "tax@sha256:xyz",
+            "-tax",
+            "tax:-v1",
+        ] {
             assert!(ImageRef::try_from(bad.to_string()).is_err(), "{bad:?}");
         }
     }

@@ -7,7 +7,12 @@ fn parse(text: &str) -> Result<steward_spec::DesiredState, SpecErrors> {
 }
 
 fn errors(text: &str) -> Vec<String> {
-    parse(text).expect_err("must be invalid").0.iter().map(|e| e.to_string()).collect()
+    parse(text)
+        .expect_err("must be invalid")
+        .0
+        .iter()
+        .map(|e| e.to_string())
+        .collect()
 }
 
 const GOOD: &str = "\
@@ -52,14 +57,25 @@ fn every_document_reports_its_error() {
     let bad = format!(
         "{}---\n{}---\n{}",
         GOOD.replace("replicas: 10", "replicas: -1"),
-        GOOD.replace("name: web", "name: api").replace("delay: 30s", "delay: soon"),
-        GOOD.replace("name: web", "name: worker").replace("taxcollector:v2.1.0", "Tax Collector")
+        GOOD.replace("name: web", "name: api")
+            .replace("delay: 30s", "delay: soon"),
+        GOOD.replace("name: web", "name: worker")
+            .replace("taxcollector:v2.1.0", "Tax Collector")
     );
     let e = errors(&bad);
     assert_eq!(e.len(), 3, "{e:#?}");
-    assert!(e[0].starts_with("m/app.yaml:7:") && e[0].contains("spec.replicas") && e[0].contains("between 0 and 1000"), "{e:#?}");
-    assert!(e[1].starts_with("m/app.yaml:22:") && e[1].contains("spec.update.delay"), "{e:#?}");
-    assert!(e[2].starts_with("m/app.yaml:30:") && e[2].contains("spec.image"), "{e:#?}");
+    assert!(
+        e[0].starts_with("m/app.yaml:7:") && e[0].contains("spec.replicas") && e[0].contains("between 0 and 1000"),
+        "{e:#?}"
+    );
+    assert!(
+        e[1].starts_with("m/app.yaml:22:") && e[1].contains("spec.update.delay"),
+        "{e:#?}"
+    );
+    assert!(
+        e[2].starts_with("m/app.yaml:30:") && e[2].contains("spec.image"),
+        "{e:#?}"
+    );
 }
 
 #[test]
@@ -67,14 +83,20 @@ fn wrong_type_and_duplicate_key() {
     let e = errors(&GOOD.replace("replicas: 10", "replicas: ten"));
     assert!(e[0].contains("spec.replicas"), "{e:?}");
     let e = errors(&GOOD.replace("  replicas: 10", "  replicas: 10\n  replicas: 11"));
-    assert!(e[0].starts_with("m/app.yaml:8:") && e[0].to_lowercase().contains("duplicate"), "{e:?}");
+    assert!(
+        e[0].starts_with("m/app.yaml:8:") && e[0].to_lowercase().contains("duplicate"),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn duplicate_names_across_documents() {
     let e = errors(&format!("{GOOD}---\n{GOOD}"));
     assert_eq!(e.len(), 1, "{e:?}");
-    assert!(e[0].starts_with("m/app.yaml:16:") && e[0].contains("duplicate Service name \"web\""), "{e:?}");
+    assert!(
+        e[0].starts_with("m/app.yaml:16:") && e[0].contains("duplicate Service name \"web\""),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -89,8 +111,14 @@ fn inline_secret_is_refused_and_env_checked() {
     let doc = format!("{GOOD}  env:\n    - name: DB_PASSWORD\n      value: hunter2\n    - name: MODE\n");
     let e = errors(&doc);
     assert_eq!(e.len(), 2, "{e:#?}");
-    assert!(e[0].starts_with("m/app.yaml:13:") && e[0].contains("looks like a secret"), "{e:#?}");
-    assert!(e[1].starts_with("m/app.yaml:15:") && e[1].contains("one of value or valueFrom"), "{e:#?}");
+    assert!(
+        e[0].starts_with("m/app.yaml:13:") && e[0].contains("looks like a secret"),
+        "{e:#?}"
+    );
+    assert!(
+        e[1].starts_with("m/app.yaml:15:") && e[1].contains("one of value or valueFrom"),
+        "{e:#?}"
+    );
 }
 
 #[test]

@@ -47,10 +47,7 @@ fn record_event_statements_use_indexes() {
     );
     assert_indexed(&fold, "events_fold");
     assert_indexed(&plan(&store, NEXT_SEQ_SQL, vec![]), "events_seq");
-    assert_indexed(
-        &plan(&store, CHANGED_SINCE_SQL, vec![Value::Integer(0)]),
-        "events_seq",
-    );
+    assert_indexed(&plan(&store, CHANGED_SINCE_SQL, vec![Value::Integer(0)]), "events_seq");
 }
 
 #[test]
@@ -106,8 +103,6 @@ fn connection_settings() {
     assert_eq!(get("synchronous"), 1, "NORMAL");
     assert_eq!(get("busy_timeout"), BUSY_TIMEOUT.as_millis() as i64);
     assert_eq!(get("user_version"), SCHEMA_VERSION);
-    let mode: String = conn
-        .pragma_query_value(None, "journal_mode", |r| r.get(0))
-        .unwrap();
+    let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
 }

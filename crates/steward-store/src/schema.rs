@@ -91,8 +91,7 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         });
     }
     if version < 1 {
-        tx.execute_batch(V1)
-            .map_err(sql("creating the schema (version 1)"))?;
+        tx.execute_batch(V1).map_err(sql("creating the schema (version 1)"))?;
     }
     if version < 2 {
         tx.execute_batch(V2)

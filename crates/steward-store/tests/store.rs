@@ -2,9 +2,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-use steward_plan::status::{
-    Condition, ConditionStatus, ConditionType, EventType, NewEvent, ResourceStatus,
-};
+use steward_plan::status::{Condition, ConditionStatus, ConditionType, EventType, NewEvent, ResourceStatus};
 use steward_store::{EventFilter, Store, StoreError, FOLD_WINDOW, SCHEMA_VERSION};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
@@ -105,9 +103,7 @@ fn events_outside_the_window_are_not_folded() {
     assert_eq!(fresh.first_seen, after);
 
     // The newer record is the one that folds from now on.
-    let again = store
-        .record_event(&ev, after + Duration::minutes(1))
-        .unwrap();
+    let again = store.record_event(&ev, after + Duration::minutes(1)).unwrap();
     assert_eq!(again.id, fresh.id);
     assert_eq!(again.count, 2);
     let stored = all(&store);
@@ -140,12 +136,7 @@ fn events_differing_in_any_key_field_are_not_folded() {
     ]
     .iter()
     .enumerate()
-    .map(|(i, ev)| {
-        store
-            .record_event(ev, T0 + Duration::seconds(i as i64))
-            .unwrap()
-            .id
-    })
+    .map(|(i, ev)| store.record_event(ev, T0 + Duration::seconds(i as i64)).unwrap().id)
     .collect();
     let unique: std::collections::BTreeSet<i64> = ids.iter().copied().collect();
     assert_eq!(unique.len(), 5, "{ids:?}");
@@ -157,28 +148,16 @@ fn event_filters_since_object_and_limit() {
     let (_dir, store) = open();
     // web: minutes 0, 2, 4, 6, 8; api: minutes 1, 3, 5, 7, 9.
     for i in 0..10 {
-        let object = if i % 2 == 0 {
-            "Service/web"
-        } else {
-            "Service/api"
-        };
+        let object = if i % 2 == 0 { "Service/web" } else { "Service/api" };
         let ev = event(object, "Tick", &format!("tick {i}"));
         store.record_event(&ev, T0 + Duration::minutes(i)).unwrap();
     }
     let messages = |filter: EventFilter| -> Vec<String> {
-        store
-            .events(&filter)
-            .unwrap()
-            .into_iter()
-            .map(|e| e.message)
-            .collect()
+        store.events(&filter).unwrap().into_iter().map(|e| e.message).collect()
     };
     let ticks = |ns: &[i64]| -> Vec<String> { ns.iter().map(|i| format!("tick {i}")).collect() };
 
-    assert_eq!(
-        messages(EventFilter::default()),
-        ticks(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
-    );
+    assert_eq!(messages(EventFilter::default()), ticks(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]));
     assert_eq!(
         messages(EventFilter {
             since: Some(T0 + Duration::minutes(7)),
@@ -299,9 +278,7 @@ fn events_changed_since_sees_inserts_and_folds() {
     assert!(seq2 > seq);
 
     // Changes come back in change order, each record once.
-    let c = store
-        .record_event(&event("Service/db", "Created", "ok"), T0)
-        .unwrap();
+    let c = store.record_event(&event("Service/db", "Created", "ok"), T0).unwrap();
     let b2 = store.record_event(&b, T0 + Duration::minutes(2)).unwrap();
     let a3 = store.record_event(&a, T0 + Duration::minutes(3)).unwrap();
     let (changed, seq3) = store.events_changed_since(seq2).unwrap();
@@ -361,10 +338,7 @@ fn put_status_keeps_transition_time_unless_status_changes() {
     assert_eq!(ready.status, ConditionStatus::True);
     assert_eq!(ready.last_transition_time, t2);
     let progressing = got.condition(ConditionType::Progressing).unwrap();
-    assert_eq!(
-        progressing.last_transition_time, t1,
-        "kept: status unchanged"
-    );
+    assert_eq!(progressing.last_transition_time, t1, "kept: status unchanged");
     assert_eq!(progressing.reason, "NewReason", "other fields still update");
     assert_eq!(progressing.observed_generation, 2);
     let degraded = got.condition(ConditionType::Degraded).unwrap();
@@ -379,11 +353,7 @@ fn put_status_keeps_transition_time_unless_status_changes() {
     store
         .put_status(&status(
             "web",
-            vec![condition(
-                ConditionType::Ready,
-                ConditionStatus::Unknown,
-                t3,
-            )],
+            vec![condition(ConditionType::Ready, ConditionStatus::Unknown, t3)],
             t3,
         ))
         .unwrap();
@@ -416,11 +386,7 @@ fn statuses_are_ordered_and_removable() {
     let key = |k: &str, n: &str| (k.to_string(), n.to_string());
     assert_eq!(
         keys,
-        vec![
-            key("Network", "front"),
-            key("Service", "api"),
-            key("Service", "web")
-        ]
+        vec![key("Network", "front"), key("Service", "api"), key("Service", "web")]
     );
     assert!(store.status("Service", "missing").unwrap().is_none());
     assert!(store.status("Network", "web").unwrap().is_none());
@@ -448,9 +414,7 @@ fn data_survives_reopening() {
     let path = dir.path().join("nested").join("state").join("steward.db");
     let (rec, st) = {
         let store = Store::open(&path).unwrap();
-        let rec = store
-            .record_event(&event("Service/web", "Scaled", "up"), T0)
-            .unwrap();
+        let rec = store.record_event(&event("Service/web", "Scaled", "up"), T0).unwrap();
         let st = status(
             "web",
             vec![condition(ConditionType::Ready, ConditionStatus::True, T0)],
@@ -466,10 +430,7 @@ fn data_survives_reopening() {
     assert_eq!(store.get_meta("generation").unwrap().as_deref(), Some("7"));
     // Folding and seq continue across the reopen.
     let folded = store
-        .record_event(
-            &event("Service/web", "Scaled", "up"),
-            T0 + Duration::minutes(1),
-        )
+        .record_event(&event("Service/web", "Scaled", "up"), T0 + Duration::minutes(1))
         .unwrap();
     assert_eq!((folded.id, folded.count), (rec.id, 2));
     assert_eq!(store.latest_event_seq().unwrap(), 2);
@@ -482,21 +443,14 @@ fn open_uses_wal_and_rejects_newer_schema() {
     drop(Store::open(&path).unwrap());
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
-        let mode: String = conn
-            .pragma_query_value(None, "journal_mode", |r| r.get(0))
-            .unwrap();
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
-            .unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
     }
     match Store::open(&path) {
-        Err(StoreError::UnsupportedSchema {
-            found, supported, ..
-        }) => {
+        Err(StoreError::UnsupportedSchema { found, supported, .. }) => {
             assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
         }
         other => panic!("expected UnsupportedSchema, got {other:?}"),
@@ -532,10 +486,7 @@ fn concurrent_writer_and_reader_do_not_lock_each_other() {
             for i in 0..N {
                 let at = T0 + Duration::seconds(i);
                 writer
-                    .record_event(
-                        &event("Service/web", "Tick", &format!("tick {}", i % 50)),
-                        at,
-                    )
+                    .record_event(&event("Service/web", "Tick", &format!("tick {}", i % 50)), at)
                     .unwrap();
                 if i % 10 == 0 {
                     writer

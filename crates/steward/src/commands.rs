@@ -38,8 +38,14 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             use steward_backends::notify::{Format as NotifyFormat, Target};
             let targets: Vec<Target> = notify
                 .iter()
-                .map(|u| Target { url: u.clone(), format: NotifyFormat::Generic })
-                .chain(notify_slack.iter().map(|u| Target { url: u.clone(), format: NotifyFormat::Slack }))
+                .map(|u| Target {
+                    url: u.clone(),
+                    format: NotifyFormat::Generic,
+                })
+                .chain(notify_slack.iter().map(|u| Target {
+                    url: u.clone(),
+                    format: NotifyFormat::Slack,
+                }))
                 .collect();
             let git = git.as_ref().map(|url| GitArgs {
                 url: url.clone(),
@@ -118,7 +124,9 @@ async fn plan(cli: &Cli, paths: &[PathBuf], output: Format) -> anyhow::Result<u8
     // A rejected or in-flight rollout changes what "in sync" means; read it if there is state.
     let rollout = if cli.state.exists() {
         let store = open_store(cli)?;
-        let r = store.get_meta(steward_controller::META_ROLLOUT)?.and_then(|t| serde_json::from_str::<steward_plan::rollout::Rollout>(&t).ok());
+        let r = store
+            .get_meta(steward_controller::META_ROLLOUT)?
+            .and_then(|t| serde_json::from_str::<steward_plan::rollout::Rollout>(&t).ok());
         r.filter(|r| r.desired_hash == steward_controller::desired_hash(&desired))
     } else {
         None
@@ -206,18 +214,30 @@ async fn converge(mut ctl: Controller, timeout: Duration, print_plan: bool) -> a
             );
             return Ok(1);
         }
-        let wait = outcome.requeue_after.unwrap_or(Duration::from_millis(500)).max(Duration::from_millis(100));
+        let wait = outcome
+            .requeue_after
+            .unwrap_or(Duration::from_millis(500))
+            .max(Duration::from_millis(100));
         tokio::time::sleep(wait.min(deadline.saturating_duration_since(Instant::now()))).await;
     }
 }
 
-async fn rollback(cli: &Cli, service: &str, to: Option<u64>, paths: &[PathBuf], timeout: Duration) -> anyhow::Result<u8> {
+async fn rollback(
+    cli: &Cli,
+    service: &str,
+    to: Option<u64>,
+    paths: &[PathBuf],
+    timeout: Duration,
+) -> anyhow::Result<u8> {
     let store = open_store(cli)?;
     let paths: Vec<PathBuf> = if paths.is_empty() {
         let recorded = store
             .get_meta(steward_controller::META_PATHS)?
             .context("no manifest paths recorded in the state file: pass --path")?;
-        serde_json::from_str::<Vec<String>>(&recorded)?.into_iter().map(PathBuf::from).collect()
+        serde_json::from_str::<Vec<String>>(&recorded)?
+            .into_iter()
+            .map(PathBuf::from)
+            .collect()
     } else {
         paths.to_vec()
     };
@@ -229,7 +249,10 @@ async fn rollback(cli: &Cli, service: &str, to: Option<u64>, paths: &[PathBuf], 
             return Ok(1);
         }
     };
-    println!("rolling {service} back to revision {} ({})", target.number, target.image);
+    println!(
+        "rolling {service} back to revision {} ({})",
+        target.number, target.image
+    );
     // Converged here means the rollback finished: the rollout is RolledBack, which `converge`
     // reports as blocking; that is the expected end state of a manual rollback.
     let deadline = Instant::now() + timeout;
@@ -237,14 +260,28 @@ async fn rollback(cli: &Cli, service: &str, to: Option<u64>, paths: &[PathBuf], 
         let outcome = ctl.pass().await;
         match outcome.rollout.as_ref().map(|r| r.phase) {
             Some(steward_plan::rollout::Phase::RolledBack) => {
-                println!("rolled back: {service} runs revision {} ({}); pinned until the desired state changes", target.number, target.image);
+                println!(
+                    "rolled back: {service} runs revision {} ({}); pinned until the desired state changes",
+                    target.number, target.image
+                );
                 return Ok(0);
             }
             _ if Instant::now() >= deadline => {
-                eprintln!("timed out after {} waiting for the rollback", humantime::format_duration(timeout));
+                eprintln!(
+                    "timed out after {} waiting for the rollback",
+                    humantime::format_duration(timeout)
+                );
                 return Ok(1);
             }
-            _ => tokio::time::sleep(outcome.requeue_after.unwrap_or(Duration::from_millis(500)).clamp(Duration::from_millis(100), Duration::from_secs(1))).await,
+            _ => {
+                tokio::time::sleep(
+                    outcome
+                        .requeue_after
+                        .unwrap_or(Duration::from_millis(500))
+                        .clamp(Duration::from_millis(100), Duration::from_secs(1)),
+                )
+                .await
+            }
         }
     }
 }
@@ -262,7 +299,10 @@ fn history(cli: &Cli, service: &str, output: Format) -> anyhow::Result<u8> {
                 .iter()
                 .map(|r| {
                     let created = OffsetDateTime::from_unix_timestamp_nanos(i128::from(r.created_ms) * 1_000_000)
-                        .map(|t| t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default())
+                        .map(|t| {
+                            t.format(&time::format_description::well_known::Rfc3339)
+                                .unwrap_or_default()
+                        })
                         .unwrap_or_default();
                     vec![
                         r.number.to_string(),
@@ -275,7 +315,18 @@ fn history(cli: &Cli, service: &str, output: Format) -> anyhow::Result<u8> {
                     ]
                 })
                 .collect();
-            table(&["REVISION", "OUTCOME", "IMAGE", "REPLICAS", "SPEC HASH", "SOURCE", "CREATED"], &rows)
+            table(
+                &[
+                    "REVISION",
+                    "OUTCOME",
+                    "IMAGE",
+                    "REPLICAS",
+                    "SPEC HASH",
+                    "SOURCE",
+                    "CREATED",
+                ],
+                &rows,
+            )
         },
         || {
             serde_json::json!({ "service": service, "revisions": revs.iter().map(|r| serde_json::json!({
@@ -306,12 +357,16 @@ async fn run(
     let store = open_store(cli)?;
     let holder = format!(
         "{}:{}",
-        std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "host".into()),
+        std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "host".into()),
         std::process::id()
     );
     // An embedded store has one writer by construction; a shared one elects a leader.
     let leadership = if store.is_postgres() {
-        Some(Arc::new(steward_store::leader::Leadership::start(&store, &holder).context("cannot start leader election")?))
+        Some(Arc::new(
+            steward_store::leader::Leadership::start(&store, &holder).context("cannot start leader election")?,
+        ))
     } else {
         None
     };
@@ -324,8 +379,18 @@ async fn run(
     }
     let state = cli.state.display();
     let source = match &git {
-        Some(g) => format!("{} (branch {}, path {}, every {})", g.url, g.branch, g.path, humantime::format_duration(g.interval)),
-        None => paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" "),
+        Some(g) => format!(
+            "{} (branch {}, path {}, every {})",
+            g.url,
+            g.branch,
+            g.path,
+            humantime::format_duration(g.interval)
+        ),
+        None => paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
     };
     eprintln!(
         "steward: reconciling {source} against {} (resync {}); status: `steward status --state {state}`, events: `steward events --follow --state {state}`",
@@ -337,13 +402,19 @@ async fn run(
         // One clone per remote and branch, beside the state file.
         use sha2::Digest;
         let key = hex::encode(&sha2::Sha256::digest(format!("{}\n{}", g.url, g.branch))[..8]);
-        let dir = cli.state.parent().unwrap_or(std::path::Path::new(".")).join("git").join(key);
+        let dir = cli
+            .state
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("git")
+            .join(key);
         steward_backends::git::GitSource::new(&g.url, &g.branch, &g.path, &dir)
     });
     // One signal stops both the loop and the API.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -356,9 +427,9 @@ async fn run(
     };
     let (wake, after_pass, api) = match listen {
         crate::Listen::On(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e} (use --listen ADDR:PORT, or --listen off)"))?;
+            let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!("cannot listen on {addr}: {e} (use --listen ADDR:PORT, or --listen off)")
+            })?;
             let listener_addr = listener.local_addr()?;
             let a = steward_api::attach(
                 listener,
@@ -413,7 +484,9 @@ fn ago(t: OffsetDateTime) -> String {
 fn api_get(server: &str, path: &str) -> anyhow::Result<serde_json::Value> {
     let url = format!("{}{path}", server.trim_end_matches('/'));
     runtime()?.block_on(async {
-        let r = reqwest::get(&url).await.with_context(|| format!("cannot reach {url}"))?;
+        let r = reqwest::get(&url)
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
         let status = r.status();
         anyhow::ensure!(status.is_success(), "{url} answered {status}");
         r.json().await.with_context(|| format!("{url} sent malformed JSON"))
@@ -448,18 +521,25 @@ fn status(cli: &Cli, output: Format, server: Option<&str>) -> anyhow::Result<u8>
     emit(
         output,
         || {
-            let cond = |s: &ResourceStatus, t| s.condition(t).map_or("-".to_string(), |c| c.status.as_str().to_string());
+            let cond = |s: &ResourceStatus, t| {
+                s.condition(t)
+                    .map_or("-".to_string(), |c| c.status.as_str().to_string())
+            };
             let rows: Vec<Vec<String>> = all
                 .iter()
                 .map(|s| {
-                    let why = [ConditionType::Degraded, ConditionType::Progressing, ConditionType::Ready]
-                        .into_iter()
-                        .filter_map(|t| s.condition(t))
-                        .find(|c| {
-                            (c.type_ == ConditionType::Ready) || c.status != steward_plan::status::ConditionStatus::False
-                        })
-                        .map(|c| format!("{}: {}", c.reason, c.message))
-                        .unwrap_or_default();
+                    let why = [
+                        ConditionType::Degraded,
+                        ConditionType::Progressing,
+                        ConditionType::Ready,
+                    ]
+                    .into_iter()
+                    .filter_map(|t| s.condition(t))
+                    .find(|c| {
+                        (c.type_ == ConditionType::Ready) || c.status != steward_plan::status::ConditionStatus::False
+                    })
+                    .map(|c| format!("{}: {}", c.reason, c.message))
+                    .unwrap_or_default();
                     vec![
                         format!("{}/{}", s.kind, s.name),
                         cond(s, ConditionType::Ready),
@@ -482,7 +562,17 @@ fn status(cli: &Cli, output: Format, server: Option<&str>) -> anyhow::Result<u8>
             }
             source_line.clone()
                 + &table(
-                    &["RESOURCE", "READY", "PROGRESSING", "DEGRADED", "REPLICAS", "IMAGE", "GEN", "RECONCILED", "REASON"],
+                    &[
+                        "RESOURCE",
+                        "READY",
+                        "PROGRESSING",
+                        "DEGRADED",
+                        "REPLICAS",
+                        "IMAGE",
+                        "GEN",
+                        "RECONCILED",
+                        "REASON",
+                    ],
                     &rows,
                 )
         },
@@ -508,7 +598,13 @@ fn event_rows(evs: &[EventRecord]) -> Vec<Vec<String>> {
 
 const EVENT_HEADER: [&str; 6] = ["LAST SEEN", "TYPE", "REASON", "OBJECT", "COUNT", "MESSAGE"];
 
-fn events(cli: &Cli, since: Option<Duration>, follow: bool, output: Format, server: Option<&str>) -> anyhow::Result<u8> {
+fn events(
+    cli: &Cli,
+    since: Option<Duration>,
+    follow: bool,
+    output: Format,
+    server: Option<&str>,
+) -> anyhow::Result<u8> {
     let print = |evs: &[EventRecord], header: bool| match output {
         Format::Json => {
             for e in evs {
@@ -561,7 +657,9 @@ fn follow_stream(server: &str, mut on_event: impl FnMut(EventRecord)) -> anyhow:
     use std::io::Write;
     let url = format!("{}/api/v1/events/stream", server.trim_end_matches('/'));
     runtime()?.block_on(async {
-        let mut r = reqwest::get(&url).await.with_context(|| format!("cannot reach {url}"))?;
+        let mut r = reqwest::get(&url)
+            .await
+            .with_context(|| format!("cannot reach {url}"))?;
         anyhow::ensure!(r.status().is_success(), "{url} answered {}", r.status());
         let mut buf = String::new();
         while let Some(chunk) = r.chunk().await.with_context(|| format!("reading {url}"))? {

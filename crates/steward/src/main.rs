@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::output::Format;
 
 #[derive(Parser)]
-#[command(name = "steward", version, about = "Reconciles Docker Swarm services with desired state kept in git")]
+#[command(
+    name = "steward",
+    version,
+    about = "Reconciles Docker Swarm services with desired state kept in git"
+)]
 pub struct Cli {
     /// Embedded state file (status, events).
     #[arg(long, global = true, env = "STEWARD_STATE", default_value = ".steward/state.db")]
@@ -148,7 +152,9 @@ fn parse_listen(s: &str) -> Result<Listen, String> {
     if s == "off" {
         return Ok(Listen::Off);
     }
-    s.parse().map(Listen::On).map_err(|e| format!("expected ADDR:PORT or off: {e}"))
+    s.parse()
+        .map(Listen::On)
+        .map_err(|e| format!("expected ADDR:PORT or off: {e}"))
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -170,7 +176,9 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STEWARD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
