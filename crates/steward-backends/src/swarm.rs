@@ -351,12 +351,12 @@ fn amounts_nonempty(a: &Amounts) -> bool {
 pub fn to_swarm(stack: &str, d: &DesiredService) -> ServiceSpec {
     let s = &d.state;
     let resources = (amounts_nonempty(&s.limits) || amounts_nonempty(&s.reservations)).then(|| TaskSpecResources {
-        limits: amounts_nonempty(&s.limits).then(|| Limit {
+        limits: amounts_nonempty(&s.limits).then_some(Limit {
             nano_cpus: s.limits.nano_cpus,
             memory_bytes: s.limits.memory_bytes,
             pids: None,
         }),
-        reservations: amounts_nonempty(&s.reservations).then(|| ResourceObject {
+        reservations: amounts_nonempty(&s.reservations).then_some(ResourceObject {
             nano_cpus: s.reservations.nano_cpus,
             memory_bytes: s.reservations.memory_bytes,
             generic_resources: None,
@@ -404,7 +404,7 @@ pub fn to_swarm(stack: &str, d: &DesiredService) -> ServiceSpec {
         }),
         update_config: Some(policy_update(&s.update)),
         rollback_config: Some(policy_rollback(&s.rollback)),
-        endpoint_spec: (!ports.is_empty()).then(|| EndpointSpec {
+        endpoint_spec: (!ports.is_empty()).then_some(EndpointSpec {
             mode: None,
             ports: Some(ports),
         }),

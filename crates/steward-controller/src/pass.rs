@@ -543,6 +543,7 @@ impl Controller {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)] // the pass's whole picture, gathered once
     fn record_status(
         &self,
         desired: &Desired,
@@ -925,7 +926,7 @@ impl Controller {
             self.save_rollout(active.as_ref());
         }
 
-        let Some(mut r) = active else { return None };
+        let mut r = active?;
         if r.phase.is_terminal() {
             return Some(r);
         }

@@ -15,6 +15,9 @@ use steward_plan::status::EventType;
 use crate::pass::{Controller, PassOutcome, SourceRevision};
 use crate::Wake;
 
+/// Called after every pass with how long it took.
+pub type AfterPass = Box<dyn FnMut(&Controller, &PassOutcome, Duration) + Send>;
+
 pub struct RunOptions {
     pub paths: Vec<PathBuf>,
     pub resync: Duration,
@@ -27,7 +30,7 @@ pub struct RunOptions {
     /// With a shared store, only the leader reconciles; the others stand by.
     pub leadership: Option<std::sync::Arc<steward_store::leader::Leadership>>,
     /// Called after every pass (metrics, readiness).
-    pub after_pass: Option<Box<dyn FnMut(&Controller, &PassOutcome, Duration) + Send>>,
+    pub after_pass: Option<AfterPass>,
 }
 
 /// Git's side of the loop: what was last reported, so a failing remote is one event, not one

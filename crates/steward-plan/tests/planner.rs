@@ -865,7 +865,7 @@ fn random_desired(rng: &mut Lcg) -> Desired {
 
 #[test]
 fn planning_against_the_applied_state_is_idempotent_for_random_desired_states() {
-    let mut rng = Lcg(0x5eed_0f_57e3a2d);
+    let mut rng = Lcg(0x5_eed0_f57e_3a2d);
     let mut total_services = 0;
     for case in 0..200 {
         let d = random_desired(&mut rng);

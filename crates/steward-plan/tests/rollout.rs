@@ -1036,7 +1036,7 @@ fn pre_deploy_jobs_run_one_at_a_time_then_the_update_starts() {
     assert!(event(&out, "PreDeploySucceeded")
         .message
         .contains("Applied 3 migrations"));
-    assert_eq!(out.remove_jobs, [m.clone()]);
+    assert_eq!(out.remove_jobs, std::slice::from_ref(&m));
     assert!(out.start_jobs.is_empty());
     assert!(r.jobs[0].done && r.jobs[1].started_ms.is_none());
     assert_eq!(r.phase, Phase::PreDeploy);
@@ -1066,7 +1066,7 @@ fn pre_deploy_jobs_run_one_at_a_time_then_the_update_starts() {
         reasons(&out),
         ["PreDeploySucceeded", "PreDeployComplete", "RolloutUpdating"]
     );
-    assert_eq!(out.remove_jobs, [c.clone()]);
+    assert_eq!(out.remove_jobs, std::slice::from_ref(&c));
     assert!(event(&out, "PreDeployComplete")
         .message
         .contains("web/migrate, web/collectstatic"));
@@ -1131,7 +1131,7 @@ fn pre_deploy_failure_rolls_back_without_any_write() {
     );
     assert_eq!(reasons(&out), ["PreDeployFailed", "RolledBack"]);
     assert!(out.start_jobs.is_empty());
-    assert_eq!(out.remove_jobs, [m.clone()]);
+    assert_eq!(out.remove_jobs, std::slice::from_ref(&m));
     let failed = event(&out, "PreDeployFailed");
     assert!(failed.warning && failed.object == "Service/web");
     assert!(

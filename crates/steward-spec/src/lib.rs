@@ -19,7 +19,7 @@ pub const RESERVED_LABEL_PREFIX: &str = "steward.io/";
 /// The JSON Schema of a manifest document (`Service` or `Stack`).
 pub fn json_schema() -> serde_json::Value {
     #[derive(schemars::JsonSchema)]
-    #[allow(dead_code)]
+    #[allow(dead_code, clippy::large_enum_variant)] // only its schema is used
     #[serde(untagged)]
     enum Document {
         Service(ServiceDocument),

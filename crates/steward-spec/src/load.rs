@@ -372,6 +372,8 @@ impl DocCtx<'_> {
     }
 }
 
+// Short-lived, one per document: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Parsed {
     Service(ServiceDocument),
     Stack(StackDocument),

@@ -316,7 +316,7 @@ impl TryFrom<f64> for Cpus {
     type Error = String;
     fn try_from(n: f64) -> Result<Self, String> {
         // 1 nano-CPU is Swarm's resolution; 1024 CPUs is beyond any node.
-        if n.is_finite() && n >= 1e-9 && n <= 1024.0 {
+        if n.is_finite() && (1e-9..=1024.0).contains(&n) {
             Ok(Self(n))
         } else {
             Err(format!("cpus must be between 0.000000001 and 1024, got {n}"))
@@ -385,7 +385,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const UNITS: [(&str, u64); 4] = [("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)];
         for (u, m) in UNITS {
-            if self.0 >= m && self.0 % m == 0 {
+            if self.0 >= m && self.0.is_multiple_of(m) {
                 return write!(f, "{}{u}", self.0 / m);
             }
         }
