@@ -131,6 +131,16 @@ fn commits_are_applied_invalid_ones_refused_and_problems_reported() {
     let st = w.status_json();
     assert!(st["source"]["applied"].as_str().unwrap().starts_with(&scale), "{st}");
     assert!(st["source"]["attempted"].as_str().unwrap().starts_with(&bad), "{st}");
+    // Per resource too.
+    let item = st["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == web.as_str())
+        .unwrap()
+        .clone();
+    assert!(item["appliedRevision"].as_str().unwrap().starts_with(&scale), "{item}");
+    assert!(item["attemptedRevision"].as_str().unwrap().starts_with(&bad), "{item}");
     assert_eq!(version_index(&web), version, "nothing of an invalid commit is applied");
     assert_eq!(replicas(&web), Some(2));
 

@@ -65,6 +65,8 @@ fn status(
         image: image.map(String::from),
         observed_generation: 4,
         last_reconcile: now,
+        applied_revision: None,
+        attempted_revision: None,
     }
 }
 

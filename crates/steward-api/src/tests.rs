@@ -114,6 +114,8 @@ fn status_of(kind: &str, name: &str, ready: bool) -> ResourceStatus {
         image: Some("taxcollector-demo:v1".into()),
         observed_generation: 3,
         last_reconcile: now,
+        applied_revision: None,
+        attempted_revision: None,
     }
 }
 

@@ -404,6 +404,8 @@ mod tests {
             image: None,
             observed_generation: 1,
             last_reconcile: OffsetDateTime::UNIX_EPOCH,
+            applied_revision: None,
+            attempted_revision: None,
         }
     }
 

@@ -558,6 +558,12 @@ impl Controller {
         if let Some(r) = active {
             overlay_rollout(&mut statuses, r, progress);
         }
+        let applied = self.source_applied.as_ref().map(|r| r.describe.clone());
+        let attempted = self.source_attempted.as_ref().map(|r| r.describe.clone());
+        for st in statuses.iter_mut() {
+            st.applied_revision = applied.clone();
+            st.attempted_revision = attempted.clone();
+        }
         let keep: BTreeSet<(String, String)> = statuses
             .iter()
             .map(|s| (s.kind.clone(), s.name.clone()))
@@ -714,6 +720,8 @@ impl Controller {
             image: None,
             observed_generation: desired.generation,
             last_reconcile: now,
+            applied_revision: applied,
+            attempted_revision: attempted,
         };
         let _ = self.store.put_status(&stack_status);
     }

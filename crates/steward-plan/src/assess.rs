@@ -142,6 +142,8 @@ pub fn assess(desired: &Desired, observed: &Observed, plan: &Plan, now: OffsetDa
             image: owned_obs.map(|o| o.state.image.clone()),
             observed_generation: desired.generation,
             last_reconcile: now,
+            applied_revision: None,
+            attempted_revision: None,
         });
     }
     out

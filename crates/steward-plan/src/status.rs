@@ -80,6 +80,12 @@ pub struct ResourceStatus {
     pub observed_generation: u64,
     #[serde(with = "time::serde::rfc3339")]
     pub last_reconcile: OffsetDateTime,
+    /// Source revision (git commit, `1a2b3c4 'subject' (author)`) of the desired state in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_revision: Option<String>,
+    /// Newest source revision tried; differs from `applied_revision` when it was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempted_revision: Option<String>,
 }
 
 impl ResourceStatus {

@@ -47,6 +47,8 @@ fn status(name: &str, at: OffsetDateTime) -> ResourceStatus {
         image: None,
         observed_generation: 1,
         last_reconcile: at,
+        applied_revision: None,
+        attempted_revision: None,
     }
 }
 

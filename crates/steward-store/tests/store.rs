@@ -45,6 +45,8 @@ fn status(name: &str, conditions: Vec<Condition>, at: OffsetDateTime) -> Resourc
         image: Some("nginx:1.27".to_string()),
         observed_generation: 1,
         last_reconcile: at,
+        applied_revision: None,
+        attempted_revision: None,
     }
 }
 
