@@ -53,11 +53,17 @@ pub fn versions(names: &[String]) -> anyhow::Result<BTreeMap<String, u64>> {
     let out = docker(&args)?;
     let mut map = BTreeMap::new();
     for line in out.lines().filter(|l| !l.trim().is_empty()) {
-        let (name, idx) = line.rsplit_once(' ').context("unexpected docker service inspect output")?;
+        let (name, idx) = line
+            .rsplit_once(' ')
+            .context("unexpected docker service inspect output")?;
         map.insert(name.to_string(), idx.trim().parse().context("version index")?);
     }
     if map.len() != names.len() {
-        bail!("expected {} services, docker service inspect returned {}", names.len(), map.len());
+        bail!(
+            "expected {} services, docker service inspect returned {}",
+            names.len(),
+            map.len()
+        );
     }
     Ok(map)
 }
@@ -69,7 +75,14 @@ pub fn changed(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) ->
 
 /// Names of the services whose name starts with `prefix`.
 pub fn services_with_prefix(prefix: &str) -> anyhow::Result<Vec<String>> {
-    let out = docker(&["service", "ls", "--filter", &format!("name={prefix}"), "--format", "{{.Name}}"])?;
+    let out = docker(&[
+        "service",
+        "ls",
+        "--filter",
+        &format!("name={prefix}"),
+        "--format",
+        "{{.Name}}",
+    ])?;
     Ok(out
         .lines()
         .map(str::trim)
@@ -106,7 +119,10 @@ pub fn wait_containers_gone(prefix: &str, timeout: Duration) -> anyhow::Result<D
 
 /// Count of lines of `docker stack ps -q STACK` (every task, history included).
 pub fn stack_task_count(stack: &str) -> anyhow::Result<usize> {
-    Ok(docker(&["stack", "ps", "-q", stack])?.lines().filter(|l| !l.trim().is_empty()).count())
+    Ok(docker(&["stack", "ps", "-q", stack])?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count())
 }
 
 /// The steward binary built next to this one (both are `cargo build --release` outputs).
@@ -114,7 +130,10 @@ pub fn steward_bin() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot locate the bench binary")?;
     let bin = exe.with_file_name("steward");
     if !bin.is_file() {
-        bail!("{} not found: build it with `cargo build --release -p steward -p steward-bench`", bin.display());
+        bail!(
+            "{} not found: build it with `cargo build --release -p steward -p steward-bench`",
+            bin.display()
+        );
     }
     Ok(bin)
 }
@@ -158,7 +177,9 @@ pub fn steward_event_count(bin: &Path, state: &Path, reason: &str) -> anyhow::Re
     }
     let mut n = 0;
     for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
         if v.get("reason").and_then(|r| r.as_str()) == Some(reason) {
             n += v.get("count").and_then(|c| c.as_u64()).unwrap_or(1);
         }

@@ -22,8 +22,12 @@ impl Engine {
     /// `host` is a docker host string; only `unix://` sockets are supported here.
     pub fn new(host: &str) -> anyhow::Result<Self> {
         match host.strip_prefix("unix://") {
-            Some(path) => Ok(Self { socket: PathBuf::from(path) }),
-            None if host.starts_with('/') => Ok(Self { socket: PathBuf::from(host) }),
+            Some(path) => Ok(Self {
+                socket: PathBuf::from(path),
+            }),
+            None if host.starts_with('/') => Ok(Self {
+                socket: PathBuf::from(host),
+            }),
             None => bail!("the bench reads the engine through a unix socket; got docker host {host:?}"),
         }
     }
@@ -75,19 +79,49 @@ impl Engine {
             .with_context(|| format!("service {service} has no replicated mode"))
     }
 
+    /// `UpdateStatus.State` and `.Message` of one service (`none` when Swarm reports no update
+    /// status): what `docker service inspect` shows.
+    pub async fn update_status(&self, service: &str) -> anyhow::Result<(String, String)> {
+        let v = self.get(&format!("/services/{}", encode(service))).await?;
+        let state = v
+            .pointer("/UpdateStatus/State")
+            .and_then(|s| s.as_str())
+            .unwrap_or("none")
+            .to_string();
+        let message = v
+            .pointer("/UpdateStatus/Message")
+            .and_then(|s| s.as_str())
+            .unwrap_or("")
+            .to_string();
+        Ok((state, message))
+    }
+
     /// (running, desired) task counts of the services matching `filters` (a JSON filter object),
     /// keyed by service name. Needs API 1.41 (`status=true`).
     pub async fn task_counts(&self, filters: &serde_json::Value) -> anyhow::Result<Vec<(String, u64, u64)>> {
         let v = self
-            .get(&format!("/services?status=true&filters={}", encode(&filters.to_string())))
+            .get(&format!(
+                "/services?status=true&filters={}",
+                encode(&filters.to_string())
+            ))
             .await?;
         let list = v.as_array().context("service list is not an array")?;
         Ok(list
             .iter()
             .map(|s| {
-                let name = s.pointer("/Spec/Name").and_then(|n| n.as_str()).unwrap_or_default().to_string();
-                let running = s.pointer("/ServiceStatus/RunningTasks").and_then(|n| n.as_u64()).unwrap_or(0);
-                let desired = s.pointer("/ServiceStatus/DesiredTasks").and_then(|n| n.as_u64()).unwrap_or(0);
+                let name = s
+                    .pointer("/Spec/Name")
+                    .and_then(|n| n.as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                let running = s
+                    .pointer("/ServiceStatus/RunningTasks")
+                    .and_then(|n| n.as_u64())
+                    .unwrap_or(0);
+                let desired = s
+                    .pointer("/ServiceStatus/DesiredTasks")
+                    .and_then(|n| n.as_u64())
+                    .unwrap_or(0);
                 (name, running, desired)
             })
             .collect())
@@ -95,7 +129,7 @@ impl Engine {
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
-fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -111,6 +145,9 @@ fn encode(s: &str) -> String {
 mod tests {
     #[test]
     fn encodes_filters() {
-        assert_eq!(super::encode(r#"{"name":["a b"]}"#), "%7B%22name%22%3A%5B%22a%20b%22%5D%7D");
+        assert_eq!(
+            super::encode(r#"{"name":["a b"]}"#),
+            "%7B%22name%22%3A%5B%22a%20b%22%5D%7D"
+        );
     }
 }

@@ -7,11 +7,17 @@
 //! 2. idle: `steward run` on the converged 50-service stack for a fixed window (RSS, CPU);
 //! 3. drift: `docker service scale` by hand under `steward run`, time until steward restores it.
 //!
+//! `steward-bench rollback` is a separate run (see `rollback.rs`): a bad image deployed over a
+//! healthy one, undone by steward and by Swarm alone. `steward-bench api` is another (see
+//! `api/mod.rs`): the HTTP API over a large store, memory with that store, push to converged.
+//!
 //! Everything it creates is named `<prefix>-…` (default `bench-<pid>`) and removed at the end,
 //! also after a failure. It never touches other services and never prunes.
 
+mod api;
 mod cli;
 mod engine;
+mod rollback;
 mod stats;
 
 use std::collections::BTreeMap;
@@ -48,7 +54,9 @@ struct Opts {
 const USAGE: &str = "usage: steward-bench [--prefix bench-NAME] [--services 50] [--passes 20] [--deploy-runs 5] \
 [--drift-runs 10] [--idle-secs 60]\n\nRuns against the Docker engine at $DOCKER_HOST (default: the local Docker socket), \
 which must be a swarm manager with the image taxcollector-demo:v1 (scripts/demo-images.sh). \
-Markdown goes to stdout, progress to stderr.";
+Markdown goes to stdout, progress to stderr.\n\n\
+steward-bench rollback --help: the rollback benchmark (a separate run).\n\
+steward-bench api --help: the API, GitOps and memory benchmark (a separate run).";
 
 fn parse_args() -> anyhow::Result<Opts> {
     let mut o = Opts {
@@ -82,7 +90,11 @@ fn parse_args() -> anyhow::Result<Opts> {
         }
     }
     let p = &o.prefix;
-    if !p.starts_with("bench-") || !p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if !p.starts_with("bench-")
+        || !p
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         bail!("--prefix must start with \"bench-\" and use only [a-z0-9-]");
     }
     if o.services == 0 || o.services > 99 || o.passes == 0 || o.deploy_runs == 0 || o.drift_runs == 0 {
@@ -151,7 +163,12 @@ fn svc_names(prefix: &str, what: &str, n: usize) -> Vec<String> {
 }
 
 /// Waits until every service matching `filters` (expected `n` of them) runs 1/1.
-async fn wait_running(engine: &Engine, filters: serde_json::Value, n: usize, timeout: Duration) -> anyhow::Result<Duration> {
+async fn wait_running(
+    engine: &Engine,
+    filters: serde_json::Value,
+    n: usize,
+    timeout: Duration,
+) -> anyhow::Result<Duration> {
     let t = Instant::now();
     loop {
         let counts = engine.task_counts(&filters).await?;
@@ -198,7 +215,11 @@ async fn steady_and_idle(ctx: &mut Ctx, out: &mut String) -> anyhow::Result<()> 
     let mut ctl = Controller::new(swarm, store, vec![dir.clone()]);
     let warm = ctl.pass().await;
     if !warm.converged || warm.executed != 0 {
-        bail!("warm-up pass on the converged stack: converged={} executed={}", warm.converged, warm.executed);
+        bail!(
+            "warm-up pass on the converged stack: converged={} executed={}",
+            warm.converged,
+            warm.executed
+        );
     }
 
     let before = versions(&names)?;
@@ -251,7 +272,9 @@ async fn steady_and_idle(ctx: &mut Ctx, out: &mut String) -> anyhow::Result<()> 
     let after_cli = versions(&names)?;
     let cli_changed = changed(&after, &after_cli);
     if cli_changed != 0 {
-        ctx.violations.push(format!("steward apply on the converged stack changed {cli_changed} version indexes"));
+        ctx.violations.push(format!(
+            "steward apply on the converged stack changed {cli_changed} version indexes"
+        ));
     }
     drop(ctl);
 
@@ -279,8 +302,15 @@ async fn steady_and_idle(ctx: &mut Ctx, out: &mut String) -> anyhow::Result<()> 
     writeln!(out, "| measurement | N | median | p90 | min | max | Engine API reads / run | writes / run | `Version.Index` changed |")?;
     writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
     let rr = |v: &[u64]| {
-        let (lo, hi) = (v.iter().min().copied().unwrap_or(0), v.iter().max().copied().unwrap_or(0));
-        if lo == hi { format!("{lo}") } else { format!("{lo}–{hi}") }
+        let (lo, hi) = (
+            v.iter().min().copied().unwrap_or(0),
+            v.iter().max().copied().unwrap_or(0),
+        );
+        if lo == hi {
+            format!("{lo}")
+        } else {
+            format!("{lo}–{hi}")
+        }
     };
     let row = |out: &mut String, what: &str, xs: &[f64], calls: &str, writes: &str, changed: &str| {
         writeln!(
@@ -294,9 +324,30 @@ async fn steady_and_idle(ctx: &mut Ctx, out: &mut String) -> anyhow::Result<()> 
         )
     };
     let w: Vec<u64> = samples.iter().map(|s| s.writes).collect();
-    row(out, "`Controller::pass()`, converged stack", &pass_ms, &rr(&reads), &rr(&w), &format!("{pass_changed}/{n}"))?;
-    row(out, "`Swarm::observe()` alone (part of a pass)", &observe_ms, "1", "0", "–")?;
-    row(out, "`steward apply` CLI process, converged stack", &apply_ms, "–", "–", &format!("{cli_changed}/{n} (all runs)"))?;
+    row(
+        out,
+        "`Controller::pass()`, converged stack",
+        &pass_ms,
+        &rr(&reads),
+        &rr(&w),
+        &format!("{pass_changed}/{n}"),
+    )?;
+    row(
+        out,
+        "`Swarm::observe()` alone (part of a pass)",
+        &observe_ms,
+        "1",
+        "0",
+        "–",
+    )?;
+    row(
+        out,
+        "`steward apply` CLI process, converged stack",
+        &apply_ms,
+        "–",
+        "–",
+        &format!("{cli_changed}/{n} (all runs)"),
+    )?;
     let pass_med = median(&pass_ms);
     let apply_med = median(&apply_ms);
     match &compose {
@@ -308,7 +359,11 @@ async fn steady_and_idle(ctx: &mut Ctx, out: &mut String) -> anyhow::Result<()> 
                 &c.deploy_ms,
                 "–",
                 &format!("{n} service updates"),
-                &format!("{}/{n} per run ({})", c.changed.iter().max().unwrap_or(&0), changed_runs.join(", ")),
+                &format!(
+                    "{}/{n} per run ({})",
+                    c.changed.iter().max().unwrap_or(&0),
+                    changed_runs.join(", ")
+                ),
             )?;
             let never_runs: Vec<String> = c.never_changed.iter().map(|x| x.to_string()).collect();
             row(
@@ -317,7 +372,11 @@ async fn steady_and_idle(ctx: &mut Ctx, out: &mut String) -> anyhow::Result<()> 
                 &c.never_ms,
                 "–",
                 &format!("{n} service updates"),
-                &format!("{}/{n} per run ({})", c.never_changed.iter().max().unwrap_or(&0), never_runs.join(", ")),
+                &format!(
+                    "{}/{n} per run ({})",
+                    c.never_changed.iter().max().unwrap_or(&0),
+                    never_runs.join(", ")
+                ),
             )?;
             writeln!(out)?;
             let dmed = median(&c.deploy_ms);
@@ -376,27 +435,55 @@ async fn steady_and_idle(ctx: &mut Ctx, out: &mut String) -> anyhow::Result<()> 
     let list = |xs: &[f64]| xs.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(", ");
     writeln!(out, "Per-pass wall times (ms, in order): {}.\n", list(&pass_ms))?;
     if let Ok(c) = &compose {
-        writeln!(out, "Per-run `docker stack deploy` times (ms, in order): {}.\n", list(&c.deploy_ms))?;
-        writeln!(out, "Per-run `docker stack deploy --resolve-image never` times (ms, in order): {}.\n", list(&c.never_ms))?;
+        writeln!(
+            out,
+            "Per-run `docker stack deploy` times (ms, in order): {}.\n",
+            list(&c.deploy_ms)
+        )?;
+        writeln!(
+            out,
+            "Per-run `docker stack deploy --resolve-image never` times (ms, in order): {}.\n",
+            list(&c.never_ms)
+        )?;
         writeln!(out, "Registry lookup times (ms, in order): {}.\n", list(&c.lookup_ms))?;
     }
 
     match idle {
         Ok(i) => {
-            writeln!(out, "## Idle controller: `steward run` on the converged {n}-service stack\n")?;
+            writeln!(
+                out,
+                "## Idle controller: `steward run` on the converged {n}-service stack\n"
+            )?;
             writeln!(out, "| metric | value |")?;
             writeln!(out, "|---|---:|")?;
-            writeln!(out, "| window (starts after the first pass finished, {} after start) | {} |", fmt_secs(i.settle), fmt_secs(i.window))?;
-            writeln!(out, "| RSS max (VmRSS, sampled every second) | {:.1} MiB |", i.rss_max as f64 / 1024.0)?;
+            writeln!(
+                out,
+                "| window (starts after the first pass finished, {} after start) | {} |",
+                fmt_secs(i.settle),
+                fmt_secs(i.window)
+            )?;
+            writeln!(
+                out,
+                "| RSS max (VmRSS, sampled every second) | {:.1} MiB |",
+                i.rss_max as f64 / 1024.0
+            )?;
             writeln!(out, "| RSS final | {:.1} MiB |", i.rss_final as f64 / 1024.0)?;
-            writeln!(out, "| RSS after the first pass (window start) | {:.1} MiB |", i.rss_start as f64 / 1024.0)?;
+            writeln!(
+                out,
+                "| RSS after the first pass (window start) | {:.1} MiB |",
+                i.rss_start as f64 / 1024.0
+            )?;
             writeln!(
                 out,
                 "| CPU (utime+stime) in window | {:.2} s = **{:.2} % of one core** |",
                 i.cpu_secs,
                 100.0 * i.cpu_secs / i.window.as_secs_f64()
             )?;
-            writeln!(out, "| CPU from process start to window end | {:.2} s |", i.cpu_total_secs)?;
+            writeln!(
+                out,
+                "| CPU from process start to window end | {:.2} s |",
+                i.cpu_total_secs
+            )?;
             let (own, other, resub, files) = i.wakes;
             writeln!(out, "| reconcile passes in window | {} |", i.passes)?;
             writeln!(
@@ -438,7 +525,11 @@ async fn idle(ctx: &mut Ctx, state: &Path, dir: &Path, names: &[String]) -> anyh
     let pid = run.pid();
     run.wait_passes(1, Duration::from_secs(30))?;
     let settle = t0.elapsed();
-    progress!("idle: steward run (pid {pid}) did its first pass after {}; sampling {}", fmt_secs(settle), fmt_secs(ctx.opts.idle));
+    progress!(
+        "idle: steward run (pid {pid}) did its first pass after {}; sampling {}",
+        fmt_secs(settle),
+        fmt_secs(ctx.opts.idle)
+    );
     let tck = cli::clk_tck() as f64;
     let passes0 = run.passes();
     let log0 = run.log_text().len();
@@ -462,7 +553,8 @@ async fn idle(ctx: &mut Ctx, state: &Path, dir: &Path, names: &[String]) -> anyh
     let after = versions(names)?;
     let changed = changed(&before, &after);
     if changed != 0 {
-        ctx.violations.push(format!("idle steward run changed {changed} version indexes"));
+        ctx.violations
+            .push(format!("idle steward run changed {changed} version indexes"));
     }
     Ok(IdleOut {
         settle,
@@ -534,7 +626,10 @@ async fn compose(ctx: &mut Ctx) -> anyhow::Result<ComposeOut> {
         never_ms.push(ms(dt));
         never_changed.push(changed(&before, &after));
     }
-    progress!("docker stack deploy --resolve-image never: median {}", fmt_ms(median(&never_ms)));
+    progress!(
+        "docker stack deploy --resolve-image never: median {}",
+        fmt_ms(median(&never_ms))
+    );
     // The registry lookup alone, as the engine answers it here (bounded: 20 lookups or 20 s).
     let mut lookup_ms = Vec::new();
     let mut lookup_status = 0;
@@ -636,7 +731,10 @@ async fn drift(ctx: &mut Ctx, out: &mut String) -> anyhow::Result<()> {
     cli::remove_services(&names)?;
     cli::wait_containers_gone(&format!("{}-drift-", ctx.opts.prefix), Duration::from_secs(60))?;
 
-    writeln!(out, "## Drift: `docker service scale <svc>=3` under `steward run` (desired 1)\n")?;
+    writeln!(
+        out,
+        "## Drift: `docker service scale <svc>=3` under `steward run` (desired 1)\n"
+    )?;
     writeln!(
         out,
         "{} services, {} rounds (round-robin over the services). Clock starts when `docker service scale --detach` returns; \
@@ -648,7 +746,10 @@ async fn drift(ctx: &mut Ctx, out: &mut String) -> anyhow::Result<()> {
     writeln!(out, "| measurement | N | min | median | max |")?;
     writeln!(out, "|---|---:|---:|---:|---:|")?;
     for (what, xs) in [
-        ("scale returned → `Spec.Mode.Replicated.Replicas` back to 1", &restore_ms),
+        (
+            "scale returned → `Spec.Mode.Replicated.Replicas` back to 1",
+            &restore_ms,
+        ),
         ("scale returned → service reports 1/1 running tasks", &settle_ms),
         ("`docker service scale --detach` itself", &scale_ms),
     ] {
@@ -667,7 +768,11 @@ async fn drift(ctx: &mut Ctx, out: &mut String) -> anyhow::Result<()> {
         "steward recorded {corrected} `DriftCorrected` occurrence(s) (`steward events -o json`, summed `count`) and ran {passes} passes during the rounds.\n"
     )?;
     if corrected != ctx.opts.drift_runs as u64 {
-        writeln!(out, "Note: {} rounds but {corrected} corrections recorded.\n", ctx.opts.drift_runs)?;
+        writeln!(
+            out,
+            "Note: {} rounds but {corrected} corrections recorded.\n",
+            ctx.opts.drift_runs
+        )?;
     }
     Ok(())
 }
@@ -693,7 +798,11 @@ fn preflight(opts: &Opts) -> anyhow::Result<String> {
     let api = docker(&["version", "--format", "{{.Server.APIVersion}}"]).unwrap_or_default();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     Ok(format!(
         "Engine {version} (API {}), single-node swarm manager; {ncpu} CPUs ({cpu}); {os}.",
@@ -713,8 +822,19 @@ fn cleanup(prefix: &str) {
         }
     }
     let _ = cli::wait_containers_gone(&format!("{prefix}-"), Duration::from_secs(90));
-    if let Ok(nets) = docker(&["network", "ls", "--filter", &format!("name={prefix}-"), "--format", "{{.Name}}"]) {
-        for n in nets.lines().map(str::trim).filter(|n| n.starts_with(&format!("{prefix}-"))) {
+    if let Ok(nets) = docker(&[
+        "network",
+        "ls",
+        "--filter",
+        &format!("name={prefix}-"),
+        "--format",
+        "{{.Name}}",
+    ]) {
+        for n in nets
+            .lines()
+            .map(str::trim)
+            .filter(|n| n.starts_with(&format!("{prefix}-")))
+        {
             let _ = docker(&["network", "rm", n]);
         }
     }
@@ -722,6 +842,12 @@ fn cleanup(prefix: &str) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("rollback") {
+        return rollback::main(std::env::args().skip(2).collect()).await;
+    }
+    if std::env::args().nth(1).as_deref() == Some("api") {
+        return api::main(std::env::args().skip(2).collect()).await;
+    }
     let opts = match parse_args() {
         Ok(o) => o,
         Err(e) => {
@@ -761,7 +887,11 @@ async fn main() -> ExitCode {
 
     let mut out = String::new();
     let _ = writeln!(out, "<!-- steward-bench, prefix {prefix} -->\n");
-    let _ = writeln!(out, "Machine: {machine} 1-minute load average at start: {}.\n", cli::loadavg());
+    let _ = writeln!(
+        out,
+        "Machine: {machine} 1-minute load average at start: {}.\n",
+        cli::loadavg()
+    );
     let mut errors: BTreeMap<&str, String> = BTreeMap::new();
     if let Err(e) = steady_and_idle(&mut ctx, &mut out).await {
         errors.insert("steady state", format!("{e:#}"));
@@ -773,7 +903,12 @@ async fn main() -> ExitCode {
     cleanup(&prefix);
     let _ = std::fs::remove_dir_all(&work);
 
-    let _ = writeln!(out, "Whole run: {}; 1-minute load average at the end: {}.", fmt_secs(ctx.started.elapsed()), cli::loadavg());
+    let _ = writeln!(
+        out,
+        "Whole run: {}; 1-minute load average at the end: {}.",
+        fmt_secs(ctx.started.elapsed()),
+        cli::loadavg()
+    );
     print!("{out}");
     for (section, e) in &errors {
         eprintln!("steward-bench: {section} failed: {e}");
