@@ -8,6 +8,18 @@ if ! command -v docker >/dev/null 2>&1; then
     exit 1
 fi
 
+# Docker 20.10's swarm manager can crash (a nil pointer in swarmkit's service removal was seen
+# here once). As root, with the engine installed but not running, start it rather than fail.
+if ! docker info >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]] && command -v dockerd >/dev/null 2>&1 \
+    && ! pgrep -x dockerd >/dev/null 2>&1; then
+    echo "ensure-swarm: the Docker engine is not running; starting dockerd"
+    nohup dockerd >>/var/log/dockerd.log 2>&1 &
+    for _ in $(seq 1 60); do
+        docker info >/dev/null 2>&1 && break
+        sleep 1
+    done
+fi
+
 if ! state="$(docker info --format '{{.Swarm.LocalNodeState}}' 2>&1)"; then
     echo "ensure-swarm: cannot reach the Docker engine (is dockerd running, and may this user access its socket?):" >&2
     printf '%s\n' "${state}" | sed -e '/^[[:space:]]*$/d' -e 's/^/  /' >&2
