@@ -77,6 +77,9 @@ pub struct Controller {
     notifier: Option<(steward_backends::notify::Notifier, bool)>,
     /// With a shared store: every Swarm write first confirms this controller still leads.
     fence: Option<std::sync::Arc<steward_store::leader::Leadership>>,
+    /// Metadata values this controller last wrote, so an unchanged value is not rewritten on
+    /// every pass.
+    written_meta: std::collections::HashMap<&'static str, String>,
 }
 
 /// A revision of the desired state's source.
@@ -108,6 +111,7 @@ impl Controller {
             known: Default::default(),
             notifier: None,
             fence: None,
+            written_meta: Default::default(),
         }
     }
 
@@ -189,6 +193,26 @@ impl Controller {
         }
     }
 
+    /// Writes a metadata value unless this controller already wrote that same value.
+    fn record_meta(&mut self, key: &'static str, value: &str) {
+        if self.written_meta.get(key).map(String::as_str) == Some(value) {
+            return;
+        }
+        match self.store.set_meta(key, value) {
+            Ok(()) => {
+                self.written_meta.insert(key, value.to_string());
+            }
+            Err(e) => tracing::error!(key, error = %error_chain(&e), "cannot record metadata"),
+        }
+    }
+
+    fn record_source_attempted(&mut self) {
+        if let Some(rev) = self.source_attempted.clone() {
+            self.record_meta(META_SOURCE_ATTEMPTED, &rev.id);
+            self.record_meta(META_SOURCE_ATTEMPTED_DESCRIBE, &rev.describe);
+        }
+    }
+
     /// Loads the desired state. An invalid one is refused whole: the last good one stays in force.
     pub fn load_desired(&mut self) -> Result<Desired, String> {
         if self.paths.is_empty() {
@@ -196,9 +220,7 @@ impl Controller {
             return Err("no desired state yet: the source has not been fetched".into());
         }
         let paths: Vec<String> = self.paths.iter().map(|p| p.display().to_string()).collect();
-        let _ = self
-            .store
-            .set_meta(META_PATHS, &serde_json::to_string(&paths).expect("paths serialize"));
+        self.record_meta(META_PATHS, &serde_json::to_string(&paths).expect("paths serialize"));
         match prepare(&self.paths) {
             Ok(mut d) => {
                 let hash = desired_hash(&d);
@@ -229,10 +251,7 @@ impl Controller {
                 d.generation = generation;
                 self.last_invalid = None;
                 self.last_good = Some(d.clone());
-                if let Some(rev) = &self.source_attempted {
-                    let _ = self.store.set_meta(META_SOURCE_ATTEMPTED, &rev.id);
-                    let _ = self.store.set_meta(META_SOURCE_ATTEMPTED_DESCRIBE, &rev.describe);
-                }
+                self.record_source_attempted();
                 if self.source_attempted.is_some() && self.source_applied != self.source_attempted {
                     self.source_applied = self.source_attempted.clone();
                     let rev = self.source_applied.clone().expect("set above");
@@ -270,10 +289,7 @@ impl Controller {
                         &format!("Stack/{stack}"),
                         format!("{what}, nothing applied{kept}: {}", text.replace('\n', "; ")),
                     );
-                    if let Some(rev) = &self.source_attempted {
-                        let _ = self.store.set_meta(META_SOURCE_ATTEMPTED, &rev.id);
-                        let _ = self.store.set_meta(META_SOURCE_ATTEMPTED_DESCRIBE, &rev.describe);
-                    }
+                    self.record_source_attempted();
                     self.last_invalid = Some(key.clone());
                 }
                 Err(text)

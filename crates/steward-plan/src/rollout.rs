@@ -901,15 +901,7 @@ fn step_jobs(r: &mut Rollout, desired: &Desired, obs: &Observations, out: &mut S
             warning: true,
             reason: "PreDeployFailed",
             object: obj(&j.service),
-            message: format!(
-                "job {} failed: {cause}{}",
-                j.job,
-                if logs.is_empty() {
-                    String::new()
-                } else {
-                    format!("\n--- logs ---\n{logs}")
-                }
-            ),
+            message: format!("job {} failed: {cause}{}", j.job, logs_suffix(logs)),
         });
         reject_before_any_write(
             r,
@@ -957,18 +949,19 @@ fn step_jobs(r: &mut Rollout, desired: &Desired, obs: &Observations, out: &mut S
                 warning: false,
                 reason: "PreDeploySucceeded",
                 object: obj(&j.service),
-                message: format!(
-                    "job {} succeeded{}",
-                    j.job,
-                    if logs.is_empty() {
-                        String::new()
-                    } else {
-                        format!("\n--- logs ---\n{logs}")
-                    }
-                ),
+                message: format!("job {} succeeded{}", j.job, logs_suffix(&logs)),
             });
         }
         JobObs::Failed { reason, logs } => fail(r, out, reason, &logs),
+    }
+}
+
+/// A job's captured output, appended to its event message.
+fn logs_suffix(logs: &str) -> String {
+    if logs.is_empty() {
+        String::new()
+    } else {
+        format!("\n--- logs ---\n{logs}")
     }
 }
 
