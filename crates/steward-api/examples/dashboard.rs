@@ -67,6 +67,7 @@ fn status(
         last_reconcile: now,
         applied_revision: None,
         attempted_revision: None,
+        details: None,
     }
 }
 

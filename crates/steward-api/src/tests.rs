@@ -116,6 +116,7 @@ fn status_of(kind: &str, name: &str, ready: bool) -> ResourceStatus {
         last_reconcile: now,
         applied_revision: None,
         attempted_revision: None,
+        details: None,
     }
 }
 

@@ -406,6 +406,7 @@ mod tests {
             last_reconcile: OffsetDateTime::UNIX_EPOCH,
             applied_revision: None,
             attempted_revision: None,
+            details: None,
         }
     }
 

@@ -738,6 +738,7 @@ impl Controller {
             last_reconcile: now,
             applied_revision: applied,
             attempted_revision: attempted,
+            details: None,
         };
         let _ = self.store.put_status(&stack_status);
     }

@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
+use steward_manifest::load_paths;
 use steward_plan::{Desired, DesiredService};
-use steward_spec::{load_paths, resolve_env, SpecErrors};
+use steward_spec::{resolve_env, SpecErrors};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {

@@ -144,6 +144,7 @@ pub fn assess(desired: &Desired, observed: &Observed, plan: &Plan, now: OffsetDa
             last_reconcile: now,
             applied_revision: None,
             attempted_revision: None,
+            details: None,
         });
     }
     out

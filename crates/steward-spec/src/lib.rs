@@ -1,33 +1,20 @@
-//! steward's desired state: the document types, their validation and the JSON Schema.
+//! steward's desired-state vocabulary: validated values, the document reader (positions, field
+//! paths), and the `Service` and `Stack` documents with their validation.
 //!
-//! No network, no async: parsing is pure ([`parse_sources`]); [`load_paths`] and
-//! [`resolve_env`] only read local files and environment variables.
+//! No network, no async. Reading a whole desired state of every kind is `steward-manifest`'s
+//! (the registry of kinds); this crate is what every kind's document is built from.
 
 mod condition;
-mod load;
+pub mod document;
+mod service;
 mod types;
 mod values;
 
 pub use condition::Condition;
-pub use load::*;
+pub use document::*;
+pub use service::*;
 pub use types::*;
 pub use values::*;
 
 /// Label keys steward writes on what it owns. Users may not set keys under this prefix.
 pub const RESERVED_LABEL_PREFIX: &str = "steward.io/";
-
-/// The JSON Schema of a manifest document (`Service` or `Stack`).
-pub fn json_schema() -> serde_json::Value {
-    #[derive(schemars::JsonSchema)]
-    #[allow(dead_code, clippy::large_enum_variant)] // only its schema is used
-    #[serde(untagged)]
-    enum Document {
-        Service(ServiceDocument),
-        Stack(StackDocument),
-    }
-    let mut schema = serde_json::to_value(schemars::schema_for!(Document)).expect("schema serializes");
-    if let Some(obj) = schema.as_object_mut() {
-        obj.insert("title".into(), "steward manifest document".into());
-    }
-    schema
-}

@@ -90,6 +90,7 @@ fn status(name: &str, conditions: Vec<Condition>, at: OffsetDateTime) -> Resourc
         last_reconcile: at,
         applied_revision: None,
         attempted_revision: None,
+        details: None,
     }
 }
 

@@ -49,6 +49,7 @@ fn status(name: &str, at: OffsetDateTime) -> ResourceStatus {
         last_reconcile: at,
         applied_revision: None,
         attempted_revision: None,
+        details: None,
     }
 }
 

@@ -18,7 +18,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Validate { ref paths, resolve } => Ok(validate(paths, resolve)),
         Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&steward_spec::json_schema())?);
+            println!("{}", serde_json::to_string_pretty(&steward_manifest::json_schema())?);
             Ok(0)
         }
         Command::Plan { ref paths, output } => runtime()?.block_on(plan(&cli, paths, output)),
@@ -84,7 +84,7 @@ fn validate(paths: &[PathBuf], resolve: bool) -> u8 {
     let checked = if resolve {
         prepare(paths).map(|d| (d.stack, d.services.len()))
     } else {
-        steward_spec::load_paths(paths)
+        steward_manifest::load_paths(paths)
             .map(|d| (d.stack, d.services.len()))
             .map_err(PrepareError::Invalid)
     };

@@ -189,6 +189,7 @@ fn status_of(o: &Object, rng: &mut Rng, now: OffsetDateTime, services_per_stack:
             last_reconcile: now,
             applied_revision: None,
             attempted_revision: None,
+            details: None,
         };
     }
     let replicas = 1 + rng.below(12);
@@ -244,6 +245,7 @@ fn status_of(o: &Object, rng: &mut Rng, now: OffsetDateTime, services_per_stack:
         last_reconcile: now,
         applied_revision: None,
         attempted_revision: None,
+        details: None,
     }
 }
 

@@ -1,8 +1,9 @@
 use std::path::PathBuf;
 
-use steward_spec::{parse_sources, SpecErrors};
+use steward_manifest::parse_sources;
+use steward_spec::SpecErrors;
 
-fn parse(text: &str) -> Result<steward_spec::DesiredState, SpecErrors> {
+fn parse(text: &str) -> Result<steward_manifest::DesiredState, SpecErrors> {
     parse_sources(&[(PathBuf::from("m/app.yaml"), text.to_string())])
 }
 

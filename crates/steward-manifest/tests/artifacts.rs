@@ -11,7 +11,7 @@ fn repo() -> PathBuf {
 fn committed_schema_is_current() {
     let path = repo().join("manifests/schema/steward.schema.json");
     let committed = std::fs::read_to_string(&path).expect("manifests/schema/steward.schema.json exists");
-    let current = serde_json::to_string_pretty(&steward_spec::json_schema()).unwrap() + "\n";
+    let current = serde_json::to_string_pretty(&steward_manifest::json_schema()).unwrap() + "\n";
     assert!(
         committed == current,
         "manifests/schema/steward.schema.json is stale: run `make schema` and commit it"
@@ -21,10 +21,10 @@ fn committed_schema_is_current() {
 #[test]
 fn shipped_manifests_are_valid() {
     for dir in ["manifests/demo", "manifests/taxcollector"] {
-        let state = steward_spec::load_paths(&[repo().join(dir)]).unwrap_or_else(|e| panic!("{dir}:\n{e}"));
+        let state = steward_manifest::load_paths(&[repo().join(dir)]).unwrap_or_else(|e| panic!("{dir}:\n{e}"));
         assert!(!state.services.is_empty(), "{dir} has services");
     }
-    let tc = steward_spec::load_paths(&[repo().join("manifests/taxcollector")]).unwrap();
+    let tc = steward_manifest::load_paths(&[repo().join("manifests/taxcollector")]).unwrap();
     let web = tc.services.iter().find(|s| s.name() == "taxcollector-web").unwrap();
     assert_eq!(web.spec.replicas.get(), 10);
     assert_eq!(web.spec.image.as_str(), "taxcollector:v2.1.0");

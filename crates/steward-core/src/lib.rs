@@ -1,0 +1,291 @@
+//! steward's shared vocabulary, used by every kind's pure planner, the store, the controller and
+//! the API. No IO, no clock reads, no client crates: the dependency graph proves that deciding
+//! does no IO.
+//!
+//! - [`ObjectRef`] names one object of one [`Kind`] (`Service/taxcollector-web`).
+//! - [`Observation`] is what an observer saw: `Known(T)` or `Unknown { reason }` — never "absent"
+//!   because a read failed.
+//! - [`Requeue`] is when a reconciler wants to look at its object again.
+//! - [`WaitingOn`] is a typed "not now", including a dependency on another object.
+//! - [`status`] holds conditions, statuses and events (Kubernetes shapes).
+
+pub mod status;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// Every kind steward knows. Adding a kind adds a variant here and a line in the registry
+/// (`steward-kinds`); nothing else matches on kinds by hand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    /// The whole desired state: owns its services and their stack-wide rollout.
+    Stack,
+    Service,
+    Schedule,
+    /// A rollout of one generation (events only: `Rollout/7`).
+    Rollout,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Stack, Kind::Service, Kind::Schedule, Kind::Rollout];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Stack => "Stack",
+            Kind::Service => "Service",
+            Kind::Schedule => "Schedule",
+            Kind::Rollout => "Rollout",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!(
+                    "unknown kind {s:?}; expected one of {}",
+                    Kind::ALL.map(Kind::as_str).join(", ")
+                )
+            })
+    }
+}
+
+/// One object: `Kind/name`. This is the identity used in events, statuses, the work queue and
+/// the CLI (`steward describe Schedule/db-backup`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct ObjectRef {
+    pub kind: Kind,
+    pub name: String,
+}
+
+impl ObjectRef {
+    pub fn new(kind: Kind, name: impl Into<String>) -> Self {
+        Self {
+            kind,
+            name: name.into(),
+        }
+    }
+    pub fn service(name: impl Into<String>) -> Self {
+        Self::new(Kind::Service, name)
+    }
+    pub fn stack(name: impl Into<String>) -> Self {
+        Self::new(Kind::Stack, name)
+    }
+    pub fn schedule(name: impl Into<String>) -> Self {
+        Self::new(Kind::Schedule, name)
+    }
+    pub fn rollout(generation: u64) -> Self {
+        Self::new(Kind::Rollout, generation.to_string())
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.kind, self.name)
+    }
+}
+
+impl From<ObjectRef> for String {
+    fn from(o: ObjectRef) -> String {
+        o.to_string()
+    }
+}
+
+impl TryFrom<String> for ObjectRef {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl FromStr for ObjectRef {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (kind, name) = s
+            .split_once('/')
+            .ok_or_else(|| format!("expected KIND/NAME (e.g. Schedule/db-backup), got {s:?}"))?;
+        if name.is_empty() {
+            return Err(format!("expected KIND/NAME, got {s:?}: the name is empty"));
+        }
+        Ok(ObjectRef::new(kind.parse()?, name))
+    }
+}
+
+/// What an observer saw of one object's backend. `Unknown` means the read failed: a planner
+/// must never treat it as absent (no scale-down, delete, prune, renewal or rollback on it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Observation<T> {
+    Known(T),
+    Unknown { reason: String },
+}
+
+impl<T> Observation<T> {
+    pub fn unknown(reason: impl Into<String>) -> Self {
+        Observation::Unknown { reason: reason.into() }
+    }
+    pub fn known(&self) -> Option<&T> {
+        match self {
+            Observation::Known(t) => Some(t),
+            Observation::Unknown { .. } => None,
+        }
+    }
+    pub fn is_known(&self) -> bool {
+        matches!(self, Observation::Known(_))
+    }
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Observation<U> {
+        match self {
+            Observation::Known(t) => Observation::Known(f(t)),
+            Observation::Unknown { reason } => Observation::Unknown { reason },
+        }
+    }
+    pub fn as_ref(&self) -> Observation<&T> {
+        match self {
+            Observation::Known(t) => Observation::Known(t),
+            Observation::Unknown { reason } => Observation::Unknown { reason: reason.clone() },
+        }
+    }
+}
+
+/// When a reconciler wants to look at its object again (kube-rs `Action`). The scheduler keeps
+/// the earliest request per object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requeue {
+    /// Only when a trigger (event, file change, commit) concerns the object.
+    Never,
+    After(Duration),
+    /// Exactly at this wall-clock instant (a cron instant, a certificate window).
+    At(OffsetDateTime),
+}
+
+impl Requeue {
+    /// The earlier of two requests (`Never` loses to anything).
+    pub fn min(self, other: Requeue, now: OffsetDateTime) -> Requeue {
+        match (self.delay(now), other.delay(now)) {
+            (None, _) => other,
+            (_, None) => self,
+            (Some(a), Some(b)) => {
+                if a <= b {
+                    self
+                } else {
+                    other
+                }
+            }
+        }
+    }
+
+    /// How long from `now` until the requested look (zero when already due); `None` for never.
+    pub fn delay(self, now: OffsetDateTime) -> Option<Duration> {
+        match self {
+            Requeue::Never => None,
+            Requeue::After(d) => Some(d),
+            Requeue::At(t) => Some(Duration::try_from(t - now).unwrap_or(Duration::ZERO)),
+        }
+    }
+}
+
+/// Why an action was not taken now. Ends up in status conditions and events.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum WaitingOn {
+    /// Another object must be ready first (a Database's replication lag holds a rollout).
+    Dependency { object: ObjectRef, reason: String },
+    /// The backend this object lives in could not be read.
+    Backend { backend: String, reason: String },
+    /// A time in the future (the next cron instant, a retry backoff).
+    Time {
+        #[serde(with = "time::serde::rfc3339")]
+        at: OffsetDateTime,
+    },
+}
+
+impl fmt::Display for WaitingOn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WaitingOn::Dependency { object, reason } => write!(f, "waiting on {object}: {reason}"),
+            WaitingOn::Backend { backend, reason } => write!(f, "{backend} could not be read: {reason}"),
+            WaitingOn::Time { at } => write!(f, "waiting until {}", rfc3339(*at)),
+        }
+    }
+}
+
+/// The time source of everything that decides. Production reads the system clock; tests pass a
+/// fixed or stepped one.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> OffsetDateTime;
+}
+
+/// The system's wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::now_utc()
+    }
+}
+
+/// RFC 3339 text of a time (UTC as given), for messages and JSON.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_refs_round_trip() {
+        let o: ObjectRef = "Schedule/db-backup".parse().unwrap();
+        assert_eq!(o, ObjectRef::schedule("db-backup"));
+        assert_eq!(o.to_string(), "Schedule/db-backup");
+        assert_eq!("service/web".parse::<ObjectRef>().unwrap(), ObjectRef::service("web"));
+        assert!("Bogus/x".parse::<ObjectRef>().unwrap_err().contains("unknown kind"));
+        assert!("Service/".parse::<ObjectRef>().is_err());
+        assert!("web".parse::<ObjectRef>().unwrap_err().contains("KIND/NAME"));
+        let json = serde_json_like(&o);
+        assert_eq!(json, "Schedule/db-backup");
+    }
+
+    fn serde_json_like(o: &ObjectRef) -> String {
+        String::from(o.clone())
+    }
+
+    #[test]
+    fn earliest_requeue_wins() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let at = Requeue::At(now + time::Duration::seconds(5));
+        let after = Requeue::After(Duration::from_secs(10));
+        assert_eq!(at.min(after, now), at);
+        assert_eq!(after.min(at, now), at);
+        assert_eq!(Requeue::Never.min(after, now), after);
+        assert_eq!(after.min(Requeue::Never, now), after);
+        assert_eq!(
+            Requeue::At(now - time::Duration::seconds(3)).delay(now),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn unknown_is_not_absent() {
+        let o: Observation<u32> = Observation::unknown("engine unreachable");
+        assert!(!o.is_known());
+        assert_eq!(o.known(), None);
+        assert_eq!(Observation::Known(3).map(|x| x * 2), Observation::Known(6));
+    }
+}
