@@ -65,6 +65,10 @@ pub struct StartJob {
     pub job: String,
     pub image: String,
     pub attempt: u32,
+    /// The row as it is to be stored once the job service exists (outcome `Running`, `startedAt`
+    /// set); stored with compare-and-set from `Pending`. A failed start leaves the row `Pending`
+    /// and the next pass tries again (the job name makes a second create find the first).
+    pub running: Run,
 }
 
 /// A job to stop (its service removed) because the run timed out or was replaced.
