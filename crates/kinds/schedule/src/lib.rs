@@ -11,13 +11,16 @@
 //! [`plan::Input`] / [`plan::Plan`] seam); this crate does no IO and reads no clock.
 
 pub mod cron;
+mod display;
 pub mod model;
 pub mod plan;
 mod planner;
 pub mod run;
 pub mod spec;
+mod status;
 pub mod validate;
 
+pub use cron::{CronError, CronSchedule};
 pub use model::{JobState, ScheduleState};
 pub use plan::{plan, Input, JobObs, Plan};
 pub use run::{Outcome, Run, Trigger};

@@ -2,7 +2,7 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_saphyr::Spanned;
+use serde_saphyr::{Location, Spanned};
 use steward_spec::{Duration, EnvVar, ImageRef, Metadata, ResourceName};
 
 /// `kind: Schedule` — a job run as a Swarm replicated job at each instant of a cron schedule.
@@ -115,11 +115,50 @@ pub struct JobTemplate {
     pub mounts: Vec<Mount>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Debug, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ImageFrom {
     /// Name of a Service in this desired state.
     pub service: ResourceName,
+    /// Where `service` is written, for the error of a reference checked across documents
+    /// (`Spanned` is not used for `service` itself so the field keeps its plain type). `None`
+    /// when built in code.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub service_at: Option<Location>,
+}
+
+impl ImageFrom {
+    pub fn new(service: ResourceName) -> ImageFrom {
+        ImageFrom {
+            service,
+            service_at: None,
+        }
+    }
+}
+
+/// Equal when they name the same service, wherever it is written.
+impl PartialEq for ImageFrom {
+    fn eq(&self, other: &Self) -> bool {
+        self.service == other.service
+    }
+}
+
+impl Eq for ImageFrom {}
+
+impl<'de> Deserialize<'de> for ImageFrom {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Written {
+            service: Spanned<ResourceName>,
+        }
+        let w = Written::deserialize(d)?;
+        Ok(ImageFrom {
+            service: w.service.value,
+            service_at: Some(w.service.referenced),
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
