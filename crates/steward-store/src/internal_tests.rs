@@ -3,7 +3,7 @@
 
 use super::*;
 
-fn plan(store: &Store, sql: &str, values: Vec<Value>) -> String {
+fn plan(store: &Store, sql: &str, values: Vec<impl rusqlite::ToSql>) -> String {
     let conn = store.lock();
     let mut stmt = conn
         .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
@@ -46,7 +46,7 @@ fn record_event_statements_use_indexes() {
         ],
     );
     assert_indexed(&fold, "events_fold");
-    assert_indexed(&plan(&store, NEXT_SEQ_SQL, vec![]), "events_seq");
+    assert_indexed(&plan(&store, NEXT_SEQ_SQL, Vec::<Value>::new()), "events_seq");
     assert_indexed(&plan(&store, CHANGED_SINCE_SQL, vec![Value::Integer(0)]), "events_seq");
 }
 
@@ -90,7 +90,7 @@ fn limited_event_queries_walk_an_index() {
         (EventFilter::default(), "events_last_seen"),
     ];
     for (filter, index) in cases {
-        let (sql, values) = events_query(&filter, "test").unwrap();
+        let (sql, values) = events_query(Dialect::Sqlite, &filter, "test").unwrap();
         assert_indexed(&plan(&store, &sql, values), index);
     }
 }
@@ -105,4 +105,34 @@ fn connection_settings() {
     assert_eq!(get("user_version"), SCHEMA_VERSION);
     let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
     assert_eq!(mode, "wal");
+}
+
+/// The runs statements read only the rows they return: no scan of the table, no sort.
+#[test]
+fn runs_statements_use_indexes() {
+    let (_dir, store) = store();
+    let d = Dialect::Sqlite;
+    let cases = [
+        (runs::at_instant(d, "a", 0), vec!["runs_instant"]),
+        (runs::newest_active(d, "a"), vec!["runs_active"]),
+        (runs::listing(d, Some("a"), Some(5)), vec!["runs_instant"]),
+        (runs::listing(d, Some("a"), None), vec!["runs_instant"]),
+        (runs::listing(d, None, Some(5)), vec!["runs_newest"]),
+        (runs::all_active(d), vec!["runs_active"]),
+        // The merge sorts the finished side: at most `finished_limit` rows, never the table.
+        (runs::of_schedule(d, "a", 5), vec!["runs_active", "runs_instant"]),
+    ];
+    for ((sql, values), indexes) in cases {
+        let plan = plan(&store, &sql, values);
+        for index in &indexes {
+            assert!(plan.contains(index), "expected {index} in plan of\n{sql}:\n{plan}");
+        }
+        assert!(
+            !plan.lines().any(|l| l.trim() == "SCAN runs"),
+            "plan scans the table:\n{plan}"
+        );
+        if indexes.len() == 1 {
+            assert!(!plan.contains("TEMP B-TREE"), "plan sorts:\n{plan}");
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! The store for resource status, events, revision history and controller metadata.
+//! The store for resource status, events, revision history, runs of schedules and controller
+//! metadata.
 //!
 //! Two backends behind one [`Store`]:
 //! - an embedded SQLite file (the default, [`Store::open`]): one controller plus any number of
@@ -8,17 +9,22 @@
 //!   stand by.
 //!
 //! Both keep the same semantics (event folding, the change counter followers use, condition
-//! transition times, revision numbering and trimming); the tests run the same assertions
-//! against each.
+//! transition times, revision numbering and trimming, run claims); the tests run the same
+//! assertions against each. Newer code (the events query, runs) is written once against the
+//! small dialect abstraction in `sql`; the older statements are still twins in each backend.
 //!
 //! The API is synchronous and `&self`; every call is a handful of indexed statements. Async
 //! callers may call it directly: the PostgreSQL backend does its I/O on a thread of its own,
 //! so no call here ever needs, or conflicts with, a tokio runtime.
 
 mod error;
+mod events;
 pub mod leader;
 mod pg;
+mod pg_schema;
+mod runs;
 mod schema;
+mod sql;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -29,14 +35,19 @@ use steward_plan::status::{EventRecord, EventType, NewEvent, ResourceStatus};
 use time::OffsetDateTime;
 
 pub use error::StoreError;
-pub use pg::POSTGRES_SCHEMA_VERSION;
+pub use pg_schema::POSTGRES_SCHEMA_VERSION;
+pub use runs::Claim;
 pub use schema::SCHEMA_VERSION;
 
 // The statement-plan tests inspect SQLite's statements through the crate root.
 #[cfg(test)]
+use events::events_query;
+#[cfg(test)]
 use rusqlite::{params_from_iter, types::Value};
 #[cfg(test)]
-use sqlite::{events_query, CHANGED_SINCE_SQL, FOLD_CANDIDATE_SQL, NEXT_SEQ_SQL};
+use sql::Dialect;
+#[cfg(test)]
+use sqlite::{CHANGED_SINCE_SQL, FOLD_CANDIDATE_SQL, NEXT_SEQ_SQL};
 
 /// Identical events (same object, type, reason and message) whose previous occurrence was
 /// seen at most this long ago are folded into that record instead of inserting a new one.

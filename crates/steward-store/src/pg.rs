@@ -20,21 +20,14 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use postgres::error::SqlState;
-use postgres::types::ToSql;
+use postgres::types::{ToSql, Type};
 use postgres::{Client, Config, GenericClient, NoTls, Row, Statement};
 use steward_plan::rollout::Revision;
 use steward_plan::status::{NewEvent, ResourceStatus};
 
-use crate::REVISIONS_KEPT;
-use crate::{encode_revision, merge_status, to_nanos, EventFilter, RawEvent, StoreError};
-
-/// The PostgreSQL schema version this code reads and writes (tracked in `steward_schema`,
-/// separately from SQLite's [`crate::SCHEMA_VERSION`]).
-pub const POSTGRES_SCHEMA_VERSION: i64 = 1;
-
-/// Taken for the length of a migration; see [`crate::leader::LOCK_KEY`] for the choice of
-/// number.
-const MIGRATION_LOCK_KEY: i64 = 0x7374_7764_0000_0002;
+use crate::events::{event_columns, events_query};
+use crate::sql::{Access, Cell, Cells, Db, DbError, Dialect, Param, Retry};
+use crate::{encode_revision, merge_status, pg_schema, EventFilter, RawEvent, StoreError, REVISIONS_KEPT};
 
 /// Connection attempts per call before it fails; the pauses between them double from
 /// [`CONNECT_BACKOFF`], so a call gives up after roughly 4 × [`CONNECT_TIMEOUT`] plus 0.7 s.
@@ -53,14 +46,6 @@ const KEEPALIVE_RETRIES: u32 = 3;
 /// Everything here is an indexed probe; reaching these means something else is wrong.
 const SESSION_OPTIONS: &str = "-c statement_timeout=30000 -c lock_timeout=10000 \
     -c idle_in_transaction_session_timeout=60000";
-
-/// The `steward_events` columns in the order [`raw_event`] reads them.
-macro_rules! event_columns {
-    () => {
-        "id, type, reason, message, object, count, first_seen, last_seen, seq"
-    };
-}
-const EVENT_COLUMNS: &str = event_columns!();
 
 const FOLD_UPDATE_SQL: &str = concat!(
     "UPDATE steward_events
@@ -211,18 +196,6 @@ impl From<StoreError> for Failure {
     }
 }
 
-/// Whether a call may run again on a new connection when the old one died at its COMMIT (or
-/// at an autocommitted statement), when nobody knows whether it took effect. Any call is run
-/// again when the connection died before that point: the server rolled it back.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Retry {
-    /// Same effect run once or twice (upserts, deletes, reads).
-    Idempotent,
-    /// An event recorded twice would count twice; a revision would be numbered twice. Such a
-    /// job must do all its work in one explicit transaction and end it with [`commit`].
-    AtMostOnce,
-}
-
 type Job = Box<dyn FnOnce(&mut Session) + Send>;
 
 /// Prepared statements of the current session, by SQL text. Preparing costs a round trip;
@@ -371,7 +344,7 @@ impl PgStore {
         };
         let path = store.path();
         store.call("migrating the schema", Retry::Idempotent, move |client, _| {
-            migrate(client, &path)
+            pg_schema::migrate(client, &path)
         })?;
         Ok(store)
     }
@@ -407,6 +380,41 @@ impl PgStore {
 
     fn path(&self) -> std::path::PathBuf {
         store_path(&self.target.url)
+    }
+
+    /// See [`crate::Store::transact`]. A write is one transaction that first takes the locked
+    /// table's self-conflicting lock, so writers of that table queue while readers go on.
+    pub(crate) fn transact<T, F>(&self, op: &'static str, access: Access, mut body: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut dyn Db) -> Result<T, DbError> + Send + 'static,
+    {
+        let path = self.path();
+        let failure = move |e: DbError| match e {
+            DbError::Postgres(e) => Failure::Pg(e),
+            other => Failure::Store(other.into_store(&path, op)),
+        };
+        let retry = match access {
+            Access::Read => Retry::Idempotent,
+            Access::Write { retry, .. } => retry,
+        };
+        self.call(op, retry, move |client, statements| match access {
+            Access::Read => body(&mut PgDb { client, statements }).map_err(&failure),
+            Access::Write { lock, .. } => {
+                let mut tx = client.transaction()?;
+                tx.batch_execute(&format!(
+                    "LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE",
+                    lock.name(Dialect::Postgres)
+                ))?;
+                let value = body(&mut PgDb {
+                    client: &mut tx,
+                    statements,
+                })
+                .map_err(&failure)?;
+                commit(tx)?;
+                Ok(value)
+            }
+        })
     }
 
     pub(crate) fn record_event(
@@ -457,10 +465,10 @@ impl PgStore {
     }
 
     pub(crate) fn events(&self, filter: &EventFilter, op: &'static str) -> Result<Vec<RawEvent>, StoreError> {
-        let (sql, params) = events_query(filter, op)?;
+        let (sql, params) = events_query(Dialect::Postgres, filter, op)?;
         self.call(op, Retry::Idempotent, move |client, st| {
             let stmt = st.get(client, &sql)?;
-            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(Param::as_sql).collect();
+            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(Param::as_pg).collect();
             client
                 .query(&stmt, &refs)?
                 .iter()
@@ -661,7 +669,7 @@ fn store_path(redacted_url: &str) -> std::path::PathBuf {
     Path::new(redacted_url).to_path_buf()
 }
 
-/// Column order: [`EVENT_COLUMNS`].
+/// Column order: [`crate::events::EVENT_COLUMNS`].
 fn raw_event(row: &Row) -> Result<RawEvent, postgres::Error> {
     Ok(RawEvent {
         id: row.try_get(0)?,
@@ -676,136 +684,46 @@ fn raw_event(row: &Row) -> Result<RawEvent, postgres::Error> {
     })
 }
 
-/// An owned query parameter: the query is built on the caller's thread and runs on the
-/// connection thread.
-enum Param {
-    Int(i64),
-    Text(String),
+/// [`Db`] on a client or on a transaction of the connection thread's session.
+struct PgDb<'a, C: GenericClient> {
+    client: &'a mut C,
+    statements: &'a mut Statements,
 }
 
-impl Param {
-    fn as_sql(&self) -> &(dyn ToSql + Sync) {
-        match self {
-            Param::Int(v) => v,
-            Param::Text(v) => v,
-        }
+impl<C: GenericClient> Db for PgDb<'_, C> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn execute(&mut self, sql: &str, params: &[Param]) -> Result<u64, DbError> {
+        let stmt = self.statements.get(self.client, sql)?;
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(Param::as_pg).collect();
+        Ok(self.client.execute(&stmt, &refs)?)
+    }
+
+    fn query(&mut self, sql: &str, params: &[Param]) -> Result<Vec<Cells>, DbError> {
+        let stmt = self.statements.get(self.client, sql)?;
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(Param::as_pg).collect();
+        let rows = self.client.query(&stmt, &refs)?;
+        Ok(rows.iter().map(cells).collect::<Result<Vec<_>, _>>()?)
     }
 }
 
-/// The SQL and parameters for [`crate::Store::events`], as for SQLite: without a limit, oldest
-/// first; with one, newest first from the `(last_seen, id)` indexes (the caller reverses).
-fn events_query(filter: &EventFilter, operation: &'static str) -> Result<(String, Vec<Param>), StoreError> {
-    let mut conditions = Vec::new();
-    let mut params = Vec::new();
-    if let Some(since) = filter.since {
-        params.push(Param::Int(to_nanos(since, operation)?));
-        conditions.push(format!("last_seen >= ${}", params.len()));
-    }
-    if let Some(object) = &filter.object {
-        params.push(Param::Text(object.clone()));
-        conditions.push(format!("object = ${}", params.len()));
-    }
-    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM steward_events");
-    if !conditions.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&conditions.join(" AND "));
-    }
-    match filter.limit {
-        Some(limit) => {
-            params.push(Param::Int(i64::try_from(limit).unwrap_or(i64::MAX)));
-            sql.push_str(&format!(" ORDER BY last_seen DESC, id DESC LIMIT ${}", params.len()));
-        }
-        None => sql.push_str(" ORDER BY last_seen ASC, id ASC"),
-    }
-    Ok((sql, params))
-}
-
-/// Version 1: the SQLite schema's tables (events, statuses, meta, revisions), prefixed so
-/// that a database shared with other software stays readable, plus the leader row.
-///
-/// Timestamps of events are integer unix nanoseconds as in SQLite, so both backends compare,
-/// fold and order by exactly the same values. PostgreSQL indexes do not end with the row id
-/// implicitly, so the ordering indexes name `id` to serve `ORDER BY last_seen, id` without a
-/// sort. The fold index keys on md5(message): btree keys are limited to about 2.7 kB.
-const PG_V1: &str = "
-CREATE TABLE steward_events (
-    id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    seq        BIGINT NOT NULL,
-    type       TEXT   NOT NULL,
-    reason     TEXT   NOT NULL,
-    message    TEXT   NOT NULL,
-    object     TEXT   NOT NULL,
-    count      BIGINT NOT NULL,
-    first_seen BIGINT NOT NULL,
-    last_seen  BIGINT NOT NULL
-);
-CREATE INDEX steward_events_fold ON steward_events (object, type, reason, md5(message), last_seen);
-CREATE INDEX steward_events_last_seen ON steward_events (last_seen, id);
-CREATE INDEX steward_events_object_last_seen ON steward_events (object, last_seen, id);
-CREATE UNIQUE INDEX steward_events_seq ON steward_events (seq);
-
-CREATE TABLE steward_statuses (
-    kind   TEXT NOT NULL,
-    name   TEXT NOT NULL,
-    status TEXT NOT NULL,
-    PRIMARY KEY (kind, name)
-);
-
-CREATE TABLE steward_meta (
-    key   TEXT NOT NULL PRIMARY KEY,
-    value TEXT NOT NULL
-);
-
-CREATE TABLE steward_revisions (
-    service   TEXT   NOT NULL,
-    number    BIGINT NOT NULL,
-    spec_hash TEXT   NOT NULL,
-    outcome   TEXT   NOT NULL,
-    created   BIGINT NOT NULL,
-    revision  TEXT   NOT NULL,
-    PRIMARY KEY (service, number)
-);
-
-CREATE TABLE steward_leader (
-    id          SMALLINT    PRIMARY KEY CHECK (id = 1),
-    epoch       BIGINT      NOT NULL,
-    holder      TEXT        NOT NULL,
-    holder_pid  INTEGER     NOT NULL,
-    acquired_at TIMESTAMPTZ NOT NULL,
-    renewed_at  TIMESTAMPTZ NOT NULL
-);
-";
-
-/// Brings the schema up to [`POSTGRES_SCHEMA_VERSION`] in one transaction. The transaction
-/// advisory lock makes controllers that start together take turns: the first creates the
-/// tables, the others then find the version already current. DDL is transactional in
-/// PostgreSQL, so a failed step leaves nothing half-made.
-fn migrate(client: &mut Client, path: &Path) -> Result<(), Failure> {
-    let mut tx = client.transaction()?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY])?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS steward_schema (
-             version    BIGINT      PRIMARY KEY,
-             applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-         )",
-    )?;
-    let version: i64 = tx
-        .query_one("SELECT COALESCE(MAX(version), 0) FROM steward_schema", &[])?
-        .try_get(0)?;
-    if version > POSTGRES_SCHEMA_VERSION {
-        return Err(Failure::Store(StoreError::UnsupportedSchema {
-            path: path.to_path_buf(),
-            found: version,
-            supported: POSTGRES_SCHEMA_VERSION,
-        }));
-    }
-    if version < 1 {
-        tx.batch_execute(PG_V1)?;
-        tx.execute("INSERT INTO steward_schema (version) VALUES (1)", &[])?;
-    }
-    // Future migrations: `if version < 2 { ...; INSERT version 2 }`, in this transaction.
-    tx.commit()?;
-    Ok(())
+/// A row as backend-neutral cells, by each column's declared type.
+fn cells(row: &Row) -> Result<Cells, postgres::Error> {
+    (0..row.len())
+        .map(|i| {
+            let int = |v: Option<i64>| v.map_or(Cell::Null, Cell::Int);
+            Ok(match *row.columns()[i].type_() {
+                Type::INT8 => int(row.try_get(i)?),
+                Type::INT4 => int(row.try_get::<_, Option<i32>>(i)?.map(i64::from)),
+                Type::INT2 => int(row.try_get::<_, Option<i16>>(i)?.map(i64::from)),
+                // Text, or a type the store never declares, which `try_get` refuses.
+                _ => row.try_get::<_, Option<String>>(i)?.map_or(Cell::Null, Cell::Text),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Cells::new)
 }
 
 #[cfg(test)]

@@ -4,10 +4,11 @@ use std::path::Path;
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use crate::StoreError;
+use crate::sql::Dialect;
+use crate::{runs, StoreError};
 
 /// The schema version this code reads and writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Version 1.
 ///
@@ -97,7 +98,12 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         tx.execute_batch(V2)
             .map_err(sql("adding revision history (version 2)"))?;
     }
-    // Future migrations: `if version < 3 { ... }`, each step in this same transaction.
+    if version < 3 {
+        // Version 3: runs of schedules; the table is defined once for both backends.
+        tx.execute_batch(&runs::schema(Dialect::Sqlite))
+            .map_err(sql("adding runs (version 3)"))?;
+    }
+    // Future migrations: `if version < 4 { ... }`, each step in this same transaction.
     if version != SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(sql("recording the schema version"))?;

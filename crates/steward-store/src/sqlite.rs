@@ -8,22 +8,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::types::Value;
+use rusqlite::types::ValueRef;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
 use steward_plan::rollout::Revision;
 use steward_plan::status::{NewEvent, ResourceStatus};
 
-use crate::{
-    encode_revision, merge_status, schema, to_nanos, EventFilter, RawEvent, StoreError, BUSY_TIMEOUT, REVISIONS_KEPT,
-};
-
-/// The `events` columns in the order [`raw_event`] reads them.
-macro_rules! event_columns {
-    () => {
-        "id, type, reason, message, object, count, first_seen, last_seen, seq"
-    };
-}
-const EVENT_COLUMNS: &str = event_columns!();
+use crate::events::{event_columns, events_query};
+use crate::sql::{Access, Cell, Cells, Db, DbError, Dialect, Param};
+use crate::{encode_revision, merge_status, schema, EventFilter, RawEvent, StoreError, BUSY_TIMEOUT, REVISIONS_KEPT};
 
 pub(crate) const NEXT_SEQ_SQL: &str = "SELECT COALESCE(MAX(seq), 0) + 1 FROM events";
 
@@ -41,7 +33,7 @@ pub(crate) const CHANGED_SINCE_SQL: &str = concat!(
 
 const EVENT_BY_ID_SQL: &str = concat!("SELECT ", event_columns!(), " FROM events WHERE id = ?1");
 
-/// Column order: [`EVENT_COLUMNS`].
+/// Column order: [`crate::events::EVENT_COLUMNS`].
 fn raw_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawEvent> {
     Ok(RawEvent {
         id: row.get(0)?,
@@ -91,8 +83,9 @@ impl SqliteStore {
         // few commits, which for status and events is recomputed or harmless. FULL would add an
         // fsync to every recorded event.
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_err)?;
-        // The variants of the `events` query (filters x limit) plus the fixed statements.
-        conn.set_prepared_statement_cache_capacity(32);
+        // The variants of the `events` query (filters x limit: 8), the fixed event, status,
+        // meta and revision statements (about 15) and the runs statements (about 10).
+        conn.set_prepared_statement_cache_capacity(64);
         schema::migrate(&mut conn, path)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
@@ -173,7 +166,7 @@ impl SqliteStore {
     }
 
     pub(crate) fn events(&self, filter: &EventFilter, op: &'static str) -> Result<Vec<RawEvent>, StoreError> {
-        let (sql, values) = events_query(filter, op)?;
+        let (sql, values) = events_query(Dialect::Sqlite, filter, op)?;
         let conn = self.lock();
         conn.prepare_cached(&sql)
             .and_then(|mut s| {
@@ -323,6 +316,22 @@ impl SqliteStore {
             .map_err(self.sql_err("listing revisions"))
     }
 
+    /// See [`crate::Store::transact`]. A write is one IMMEDIATE transaction: SQLite's single
+    /// writer lock excludes every other writer of the file, whatever the table.
+    pub(crate) fn transact<T>(
+        &self,
+        op: &'static str,
+        access: Access,
+        body: impl FnOnce(&mut dyn Db) -> Result<T, DbError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.lock();
+        let result = match access {
+            Access::Read => body(&mut SqliteDb { conn: &conn }),
+            Access::Write { .. } => in_immediate_transaction(&mut conn, body),
+        };
+        result.map_err(|e| e.into_store(&self.path, op))
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves no half-done work behind: an open transaction
         // rolls back when it is dropped during unwinding. So the connection is still usable.
@@ -338,31 +347,49 @@ impl SqliteStore {
     }
 }
 
-/// The SQL and parameters for [`crate::Store::events`]. Without a limit the rows come oldest
-/// first; with one, the index is walked from the newest end and stops after N rows (the caller
-/// reverses them).
-pub(crate) fn events_query(filter: &EventFilter, operation: &'static str) -> Result<(String, Vec<Value>), StoreError> {
-    let mut conditions = Vec::new();
-    let mut values = Vec::new();
-    if let Some(since) = filter.since {
-        values.push(Value::Integer(to_nanos(since, operation)?));
-        conditions.push(format!("last_seen >= ?{}", values.len()));
+fn in_immediate_transaction<T>(
+    conn: &mut Connection,
+    body: impl FnOnce(&mut dyn Db) -> Result<T, DbError>,
+) -> Result<T, DbError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let value = body(&mut SqliteDb { conn: &tx })?;
+    tx.commit()?;
+    Ok(value)
+}
+
+/// [`Db`] on a connection, or on a transaction (which derefs to one).
+struct SqliteDb<'c> {
+    conn: &'c Connection,
+}
+
+impl Db for SqliteDb<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
     }
-    if let Some(object) = &filter.object {
-        values.push(Value::Text(object.clone()));
-        conditions.push(format!("object = ?{}", values.len()));
+
+    fn execute(&mut self, sql: &str, params: &[Param]) -> Result<u64, DbError> {
+        let changed = self.conn.prepare_cached(sql)?.execute(params_from_iter(params))?;
+        Ok(changed as u64)
     }
-    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events");
-    if !conditions.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&conditions.join(" AND "));
+
+    fn query(&mut self, sql: &str, params: &[Param]) -> Result<Vec<Cells>, DbError> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let columns = stmt.column_count();
+        let rows = stmt
+            .query_map(params_from_iter(params), |row| {
+                (0..columns)
+                    .map(|i| {
+                        Ok(match row.get_ref(i)? {
+                            ValueRef::Null => Cell::Null,
+                            ValueRef::Integer(v) => Cell::Int(v),
+                            // Text, and REAL or BLOB, which `get` refuses with a typed error.
+                            _ => Cell::Text(row.get(i)?),
+                        })
+                    })
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map(Cells::new)
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
     }
-    match filter.limit {
-        Some(limit) => {
-            values.push(Value::Integer(i64::try_from(limit).unwrap_or(i64::MAX)));
-            sql.push_str(&format!(" ORDER BY last_seen DESC, id DESC LIMIT ?{}", values.len()));
-        }
-        None => sql.push_str(" ORDER BY last_seen ASC, id ASC"),
-    }
-    Ok((sql, values))
 }
