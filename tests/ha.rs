@@ -1,60 +1,9 @@
 //! Two controllers on one PostgreSQL store: exactly one leads; when it is killed the other takes
 //! over within 15 s, and nothing is executed twice.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use steward_e2e::*;
-
-/// A database of our own on the project's PostgreSQL (scripts/ensure-postgres.sh), dropped after.
-struct Db {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl Db {
-    fn create(test: &str) -> Option<Db> {
-        let port = std::env::var("STEWARD_PG_PORT").unwrap_or_else(|_| "15432".into());
-        let admin = format!("postgres://postgres@127.0.0.1:{port}/postgres");
-        let ok = Command::new("psql")
-            .args([&admin, "-qAtc", "select 1"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !ok {
-            assert!(
-                std::env::var(REQUIRE_ENV).as_deref() != Ok("1"),
-                "{test}: PostgreSQL is not running: run scripts/ensure-postgres.sh"
-            );
-            eprintln!("SKIPPED {test}: no PostgreSQL on 127.0.0.1:{port}");
-            return None;
-        }
-        let name = format!(
-            "steward_e2e_{}_{}",
-            std::process::id(),
-            Instant::now().elapsed().subsec_nanos() % 100_000
-        );
-        let out = Command::new("psql")
-            .args([&admin, "-qAtc", &format!("CREATE DATABASE {name}")])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let url = format!("postgres://postgres@127.0.0.1:{port}/{name}");
-        Some(Db { admin, name, url })
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .args([
-                &self.admin,
-                "-qAtc",
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-            ])
-            .output();
-    }
-}
 
 fn events(w: &World, reason: &str) -> Vec<serde_json::Value> {
     w.events_json().into_iter().filter(|e| e["reason"] == reason).collect()
@@ -65,7 +14,7 @@ fn one_leader_fails_over_within_15s_and_nothing_runs_twice() {
     if !require_swarm("one_leader_fails_over_within_15s_and_nothing_runs_twice") {
         return;
     }
-    let Some(db) = Db::create("one_leader_fails_over_within_15s_and_nothing_runs_twice") else {
+    let Some(db) = PgDb::create("one_leader_fails_over_within_15s_and_nothing_runs_twice") else {
         return;
     };
     let mut w = World::new("ha");

@@ -347,6 +347,16 @@ impl Drop for World {
         }
         let mut names = self.owned_services();
         names.append(&mut self.extra_services);
+        // Jobs (pre-deploy and scheduled runs) carry the stack in a label of their own.
+        let jobs = docker_ok(&[
+            "service",
+            "ls",
+            "--filter",
+            &format!("label=steward.io/job-stack={}", self.stack),
+            "--format",
+            "{{.Name}}",
+        ]);
+        names.extend(jobs.lines().filter(|l| !l.is_empty()).map(String::from));
         if !names.is_empty() {
             let mut args = vec!["service", "rm"];
             args.extend(names.iter().map(String::as_str));
@@ -390,4 +400,54 @@ pub fn served_version(port: u16) -> Option<String> {
     let (_, body) = http_get(port, "/api/v1/health/")?;
     let v: serde_json::Value = serde_json::from_str(&body).ok()?;
     v["version"].as_str().map(String::from)
+}
+
+/// A database of our own on the project's PostgreSQL (scripts/ensure-postgres.sh), dropped after.
+pub struct PgDb {
+    admin: String,
+    name: String,
+    pub url: String,
+}
+
+impl PgDb {
+    pub fn create(test: &str) -> Option<PgDb> {
+        let port = std::env::var("STEWARD_PG_PORT").unwrap_or_else(|_| "15432".into());
+        let admin = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+        let ok = Command::new("psql")
+            .args([&admin, "-qAtc", "select 1"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            assert!(
+                std::env::var(REQUIRE_ENV).as_deref() != Ok("1"),
+                "{test}: PostgreSQL is not running: run scripts/ensure-postgres.sh"
+            );
+            eprintln!("SKIPPED {test}: no PostgreSQL on 127.0.0.1:{port}");
+            return None;
+        }
+        let name = format!(
+            "steward_e2e_{}_{}",
+            std::process::id(),
+            std::time::Instant::now().elapsed().subsec_nanos() % 100_000
+        );
+        let out = Command::new("psql")
+            .args([&admin, "-qAtc", &format!("CREATE DATABASE {name}")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let url = format!("postgres://postgres@127.0.0.1:{port}/{name}");
+        Some(PgDb { admin, name, url })
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                &self.admin,
+                "-qAtc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .output();
+    }
 }

@@ -471,8 +471,46 @@ fn migrate(fail: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `demo-app task NAME [--sleep SECS] [--exit CODE]` stands in for the operations guide's
+/// maintenance scripts (`backup_database.sh`, `cleanup_logs.sh`, ...): it prints what it does,
+/// takes `--sleep` seconds, and exits with `--exit` (default 0).
+fn task(args: &[String]) -> ExitCode {
+    let mut name = "task".to_string();
+    let mut sleep = 0.0f64;
+    let mut code = 0u8;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--sleep" => sleep = it.next().and_then(|v| v.parse().ok()).unwrap_or(0.0),
+            "--exit" => code = it.next().and_then(|v| v.parse().ok()).unwrap_or(1),
+            other => name = other.to_string(),
+        }
+    }
+    // The wall time it started, for measuring how late a scheduled run really began.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    println!(
+        "{name}: starting at {:.3} (pid {})",
+        now.as_secs_f64(),
+        std::process::id()
+    );
+    if sleep > 0.0 {
+        std::thread::sleep(std::time::Duration::from_secs_f64(sleep));
+    }
+    if code == 0 {
+        println!("{name}: done");
+    } else {
+        eprintln!("{name}: failed with exit code {code}");
+    }
+    ExitCode::from(code)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("task") {
+        return task(&args[1..]);
+    }
     // `migrate` stands in for `python manage.py migrate`, the pre-deploy job of the operations
     // guide: it prints what it applies and exits 0, or fails like a broken migration.
     if args.first().map(String::as_str) == Some("migrate") {
@@ -482,7 +520,7 @@ fn main() -> ExitCode {
         [] => false,
         [flag] if flag == "--healthcheck" => true,
         _ => {
-            eprintln!("usage: demo-app [--healthcheck | migrate [--fail]]");
+            eprintln!("usage: demo-app [--healthcheck | migrate [--fail] | task NAME [--sleep SECS] [--exit CODE]]");
             return ExitCode::from(2);
         }
     };

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use steward_controller::metrics::Metrics;
+use steward_controller::AfterSchedule;
 use steward_controller::{Controller, PassOutcome, Wake};
 use steward_store::Store;
 use time::OffsetDateTime;
@@ -31,6 +32,8 @@ pub struct Attached {
     /// For `RunOptions::after_pass`, called with the pass's duration: updates the metrics and
     /// marks the API ready after the first pass.
     pub after_pass: AfterPass,
+    /// For `RunOptions::after_schedule`: schedule metrics.
+    pub after_schedule: AfterSchedule,
     /// The server task; await it once the loop has stopped (it ends on `shutdown`).
     pub server: tokio::task::JoinHandle<std::io::Result<()>>,
     pub metrics: Arc<Metrics>,
@@ -64,6 +67,14 @@ pub fn attach(
         after_pass: Box::new(move |ctl, outcome, elapsed| {
             observer.observe(outcome, elapsed, ctl.source_applied().map(|r| r.id.as_str()));
         }),
+        after_schedule: {
+            let metrics = metrics.clone();
+            Box::new(move |_ctl, name, done, elapsed| {
+                let result = if done.error.is_some() { "error" } else { "success" };
+                metrics.reconcile("Schedule", result, elapsed);
+                metrics.schedules.observe(name, done);
+            })
+        },
         server,
         metrics,
     }

@@ -10,6 +10,7 @@ mod attach;
 mod auth;
 mod error;
 mod events;
+mod runs;
 mod webhook;
 
 use std::future::{Future, IntoFuture};
@@ -129,6 +130,7 @@ fn app(api: ApiState, stop: watch::Receiver<bool>) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/events", get(events::list))
         .route("/api/v1/events/stream", get(events::stream))
+        .route("/api/v1/runs", get(runs::list))
         .route("/api/v1/sync", post(sync))
         .route(
             "/api/v1/webhooks/git",

@@ -16,9 +16,44 @@ use crate::swarm::{error_chain, Swarm, SwarmError};
 /// merely happens to share the name is never mistaken for the job (and never removed as one).
 pub const JOB_LABEL: &str = "steward.io/job";
 
-/// Output kept for a finished job: enough to see why it failed, small enough for a status line.
-const LOG_TAIL_LINES: usize = 50;
-const LOG_MAX_BYTES: usize = 4096;
+/// How much of a finished job's output to read back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogTail {
+    pub lines: usize,
+    pub bytes: usize,
+}
+
+impl LogTail {
+    /// For a pre-deploy job: enough to see why it failed, small enough for an event line.
+    pub const SHORT: LogTail = LogTail { lines: 50, bytes: 4096 };
+    /// For a scheduled run: the last 64 KiB, kept with the run in the store.
+    pub const RUN: LogTail = LogTail {
+        lines: 5000,
+        bytes: 64 * 1024,
+    };
+}
+
+#[cfg(test)]
+const LOG_TAIL_LINES: usize = LogTail::SHORT.lines;
+#[cfg(test)]
+const LOG_MAX_BYTES: usize = LogTail::SHORT.bytes;
+
+/// A volume, bind mount or tmpfs in a job's container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobMount {
+    pub kind: MountKind,
+    /// Volume name or absolute host path; `None` for tmpfs.
+    pub source: Option<String>,
+    pub target: String,
+    pub read_only: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MountKind {
+    Volume,
+    Bind,
+    Tmpfs,
+}
 
 /// Env values shorter than this are not scrubbed from error messages: replacing every "1" or
 /// "on" would garble the message while hiding nothing worth hiding.
@@ -35,6 +70,7 @@ pub struct JobSpec {
     /// Values may be secrets: they are never logged, printed by `Debug`, or put in errors.
     pub env: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
+    pub mounts: Vec<JobMount>,
 }
 
 impl fmt::Debug for JobSpec {
@@ -46,6 +82,7 @@ impl fmt::Debug for JobSpec {
             .field("args", &self.args)
             .field("env_keys", &self.env.keys().collect::<Vec<_>>())
             .field("labels", &self.labels)
+            .field("mounts", &self.mounts)
             .finish()
     }
 }
@@ -67,6 +104,8 @@ pub enum JobState {
 pub struct JobStatus {
     pub state: JobState,
     pub service_id: Option<String>,
+    /// The exit code of the finished task's container, when it had one.
+    pub exit_code: Option<i64>,
     /// The job's last output (stdout and stderr interleaved), only once it has finished and only
     /// when its container could be read: at most 50 lines and 4 KiB.
     pub logs: Option<String>,
@@ -113,11 +152,17 @@ impl Swarm {
     /// when finished (the tasks also name the container whose logs are read). Output that cannot
     /// be read leaves `logs` empty rather than hiding the state.
     pub async fn job_status(&self, name: &str) -> Result<JobStatus, SwarmError> {
+        self.job_status_tail(name, LogTail::SHORT).await
+    }
+
+    /// [`Swarm::job_status`], reading back `tail` of a finished job's output.
+    pub async fn job_status_tail(&self, name: &str, tail: LogTail) -> Result<JobStatus, SwarmError> {
         const OP: &str = "job status";
         let Some(service) = self.find_service(OP, name).await? else {
             return Ok(JobStatus {
                 state: JobState::Missing,
                 service_id: None,
+                exit_code: None,
                 logs: None,
             });
         };
@@ -143,12 +188,17 @@ impl Swarm {
             state_from_tasks(tasks, total)
         };
 
+        let exit_code = finished_task
+            .as_ref()
+            .and_then(|t| t.status.as_ref()?.container_status.as_ref())
+            .filter(|c| c.container_id.as_deref().is_some_and(|id| !id.is_empty()))
+            .and_then(|c| c.exit_code);
         let container = finished_task
             .as_ref()
             .and_then(|t| t.status.as_ref()?.container_status.as_ref()?.container_id.clone())
             .filter(|c| !c.is_empty());
         let logs = match container {
-            Some(c) => match self.container_tail(&c).await {
+            Some(c) => match self.container_tail(&c, tail).await {
                 Ok(text) => Some(text),
                 Err(e) => {
                     tracing::debug!(job = name, error = %error_chain(&e), "finished job: logs unreadable");
@@ -160,6 +210,7 @@ impl Swarm {
         Ok(JobStatus {
             state,
             service_id: Some(id),
+            exit_code,
             logs,
         })
     }
@@ -210,14 +261,14 @@ impl Swarm {
 
     /// The end of a container's output. The engine does the line tail, so a chatty job's whole log
     /// never crosses the socket; the byte cap guards against a few enormous lines.
-    async fn container_tail(&self, container_id: &str) -> Result<String, ApiError> {
+    async fn container_tail(&self, container_id: &str, limit: LogTail) -> Result<String, ApiError> {
         self.count_read();
         let mut stream = self.docker().logs(
             container_id,
             Some(LogsOptions {
                 stdout: true,
                 stderr: true,
-                tail: LOG_TAIL_LINES.to_string(),
+                tail: limit.lines.to_string(),
                 ..Default::default()
             }),
         );
@@ -225,11 +276,11 @@ impl Swarm {
         while let Some(chunk) = stream.next().await {
             buf.extend_from_slice(chunk?.as_ref());
             // Keeping more than the cap lets `tail_text` still see where a cut line begins.
-            if buf.len() > 4 * LOG_MAX_BYTES {
-                buf.drain(..buf.len() - 2 * LOG_MAX_BYTES);
+            if buf.len() > 4 * limit.bytes {
+                buf.drain(..buf.len() - 2 * limit.bytes);
             }
         }
-        Ok(tail_text(&buf))
+        Ok(tail_text(&buf, limit))
     }
 }
 
@@ -245,6 +296,7 @@ fn job_service_spec(job: &JobSpec) -> ServiceSpec {
                 command: (!job.command.is_empty()).then(|| job.command.clone()),
                 args: (!job.args.is_empty()).then(|| job.args.clone()),
                 env: (!job.env.is_empty()).then(|| job.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+                mounts: (!job.mounts.is_empty()).then(|| job.mounts.iter().map(to_mount).collect()),
                 ..Default::default()
             }),
             // A failed job stays failed: retrying is the caller's decision, under a new name.
@@ -263,6 +315,20 @@ fn job_service_spec(job: &JobSpec) -> ServiceSpec {
         }),
         // Swarm refuses an update config on jobs.
         update_config: None,
+        ..Default::default()
+    }
+}
+
+fn to_mount(m: &JobMount) -> Mount {
+    Mount {
+        target: Some(m.target.clone()),
+        source: m.source.clone(),
+        typ: Some(match m.kind {
+            MountKind::Volume => MountType::VOLUME,
+            MountKind::Bind => MountType::BIND,
+            MountKind::Tmpfs => MountType::TMPFS,
+        }),
+        read_only: Some(m.read_only),
         ..Default::default()
     }
 }
@@ -375,7 +441,7 @@ fn failure_reason(t: &Task) -> String {
 
 /// The last `LOG_TAIL_LINES` lines of `raw`, at most `LOG_MAX_BYTES`, starting on a whole line
 /// when the byte cap cuts (unless a single line is longer than the cap).
-fn tail_text(raw: &[u8]) -> String {
+fn tail_text(raw: &[u8], limit: LogTail) -> String {
     let mut text = raw;
     while text.last() == Some(&b'\n') {
         text = &text[..text.len() - 1];
@@ -385,13 +451,13 @@ fn tail_text(raw: &[u8]) -> String {
         .enumerate()
         .rev()
         .filter(|(_, b)| **b == b'\n')
-        .nth(LOG_TAIL_LINES - 1)
+        .nth(limit.lines - 1)
         .map(|(i, _)| i)
     {
         text = &text[pos + 1..];
     }
-    if text.len() > LOG_MAX_BYTES {
-        text = &text[text.len() - LOG_MAX_BYTES..];
+    if text.len() > limit.bytes {
+        text = &text[text.len() - limit.bytes..];
         match text.iter().position(|b| *b == b'\n') {
             Some(nl) if nl + 1 < text.len() => text = &text[nl + 1..],
             // One long line: keep its end, from a character boundary.
@@ -479,17 +545,17 @@ mod tests {
     #[test]
     fn tail_keeps_last_lines_within_byte_cap() {
         let many: String = (0..200).map(|i| format!("line {i}\n")).collect();
-        let t = tail_text(many.as_bytes());
+        let t = tail_text(many.as_bytes(), LogTail::SHORT);
         assert_eq!(t.lines().count(), LOG_TAIL_LINES);
         assert!(t.starts_with("line 150\n") && t.ends_with("line 199"), "{t}");
 
         let wide: String = (0..20).map(|i| format!("{i:>3}{}\n", "x".repeat(400))).collect();
-        let t = tail_text(wide.as_bytes());
+        let t = tail_text(wide.as_bytes(), LogTail::SHORT);
         assert!(t.len() <= LOG_MAX_BYTES);
         assert!(t.starts_with(' ') && t.ends_with('x'), "starts on a whole line");
 
         let one = "é".repeat(3000);
-        let t = tail_text(one.as_bytes());
+        let t = tail_text(one.as_bytes(), LogTail::SHORT);
         assert!(t.len() <= LOG_MAX_BYTES && t.chars().all(|c| c == 'é'));
     }
 
@@ -510,6 +576,7 @@ mod tests {
             args: vec![],
             env,
             labels: BTreeMap::new(),
+            mounts: vec![],
         };
         let dbg = format!("{job:?}");
         assert!(dbg.contains("DB_PASSWORD") && !dbg.contains("hunter22"), "{dbg}");

@@ -50,6 +50,7 @@ fn server_job(name: &str) -> JobSpec {
         args: vec![],
         env: BTreeMap::from([("DEMO_VERSION".to_string(), "job-ok".to_string())]),
         labels: BTreeMap::from([("team".to_string(), "tax".to_string())]),
+        mounts: vec![],
     }
 }
 
@@ -62,6 +63,7 @@ fn failing_job(name: &str) -> JobSpec {
         args: vec![],
         env: BTreeMap::from([("PORT".to_string(), "1".to_string())]),
         labels: BTreeMap::new(),
+        mounts: vec![],
     }
 }
 
@@ -240,6 +242,7 @@ async fn missing_job_is_missing() {
         JobStatus {
             state: JobState::Missing,
             service_id: None,
+            exit_code: None,
             logs: None
         }
     );

@@ -18,6 +18,7 @@ mod api;
 mod cli;
 mod engine;
 mod rollback;
+mod schedule;
 mod stats;
 
 use std::collections::BTreeMap;
@@ -56,7 +57,8 @@ const USAGE: &str = "usage: steward-bench [--prefix bench-NAME] [--services 50] 
 which must be a swarm manager with the image taxcollector-demo:v1 (scripts/demo-images.sh). \
 Markdown goes to stdout, progress to stderr.\n\n\
 steward-bench rollback --help: the rollback benchmark (a separate run).\n\
-steward-bench api --help: the API, GitOps and memory benchmark (a separate run).";
+steward-bench api --help: the API, GitOps and memory benchmark (a separate run).\n\
+steward-bench schedule --help: schedule start lateness and idle cost (a separate run).";
 
 fn parse_args() -> anyhow::Result<Opts> {
     let mut o = Opts {
@@ -847,6 +849,9 @@ async fn main() -> ExitCode {
     }
     if std::env::args().nth(1).as_deref() == Some("api") {
         return api::main(std::env::args().skip(2).collect()).await;
+    }
+    if std::env::args().nth(1).as_deref() == Some("schedule") {
+        return schedule::main(std::env::args().skip(2).collect()).await;
     }
     let opts = match parse_args() {
         Ok(o) => o,

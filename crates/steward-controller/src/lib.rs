@@ -7,14 +7,18 @@ mod pass;
 mod prepare;
 mod rollouts;
 mod run;
+pub mod schedule;
+#[cfg(test)]
+mod schedule_tests;
+pub mod scheduler;
 
 pub use backoff::Backoff;
 pub use pass::{
     Controller, PassOutcome, SourceRevision, META_PATHS, META_ROLLOUT, META_SOURCE_APPLIED,
     META_SOURCE_APPLIED_DESCRIBE, META_SOURCE_ATTEMPTED, META_SOURCE_ATTEMPTED_DESCRIBE,
 };
-pub use prepare::{desired_hash, prepare, PrepareError};
-pub use run::{run, RunOptions};
+pub use prepare::{desired_hash, generation_hash, prepare, prepare_all, PrepareError, Prepared};
+pub use run::{run, AfterPass, AfterSchedule, RunOptions};
 
 /// A request from outside the loop (HTTP API, git webhook) to look again now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use sha2::{Digest, Sha256};
 use steward_manifest::load_paths;
 use steward_plan::{Desired, DesiredService};
-use steward_spec::{resolve_env, SpecErrors};
+use steward_schedule::ScheduleState;
+use steward_spec::{resolve_env, resolve_env_vars, SpecErrors};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
@@ -13,11 +14,26 @@ pub enum PrepareError {
     Invalid(SpecErrors),
 }
 
-/// Loads and validates manifests, resolves `valueFrom`, and builds the planner's input.
+/// The planners' inputs for every kind, gathered in one place.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    /// The Stack and its services.
+    pub desired: Desired,
+    /// Sorted by name.
+    pub schedules: Vec<ScheduleState>,
+}
+
+/// Loads and validates manifests, resolves `valueFrom`, and builds the Service planner's input.
 /// `generation` is left at 0; the controller assigns it from its store.
 pub fn prepare(paths: &[PathBuf]) -> Result<Desired, PrepareError> {
+    prepare_all(paths).map(|p| p.desired)
+}
+
+/// [`prepare`] for every kind.
+pub fn prepare_all(paths: &[PathBuf]) -> Result<Prepared, PrepareError> {
     let state = load_paths(paths).map_err(PrepareError::Invalid)?;
     let mut services = Vec::new();
+    let mut schedules = Vec::new();
     let mut errors = Vec::new();
     for entry in &state.services {
         match resolve_env(entry) {
@@ -25,17 +41,42 @@ pub fn prepare(paths: &[PathBuf]) -> Result<Desired, PrepareError> {
             Err(SpecErrors(e)) => errors.extend(e),
         }
     }
+    for entry in &state.schedules {
+        let field = format!("Schedule/{}: spec.job.env", entry.name());
+        match resolve_env_vars(&entry.spec.job.env, &entry.source, &field) {
+            Ok(env) => schedules.push(ScheduleState::from_entry(entry, env)),
+            Err(SpecErrors(e)) => errors.extend(e),
+        }
+    }
     if !errors.is_empty() {
+        errors.sort();
         return Err(PrepareError::Invalid(SpecErrors(errors)));
     }
-    Ok(Desired {
-        stack: state.stack,
-        prune: state.prune,
-        generation: 0,
-        services,
-        gates: Default::default(),
-        remove: Default::default(),
+    Ok(Prepared {
+        desired: Desired {
+            stack: state.stack,
+            prune: state.prune,
+            generation: 0,
+            services,
+            gates: Default::default(),
+            remove: Default::default(),
+        },
+        schedules,
     })
+}
+
+/// Content hash of everything desired, every kind: the generation moves exactly when it does.
+/// (The Stack's rollouts key on [`desired_hash`], which covers services only: editing a
+/// schedule starts no rollout.)
+pub fn generation_hash(p: &Prepared) -> String {
+    let mut h = Sha256::new();
+    h.update(desired_hash(&p.desired).as_bytes());
+    for s in &p.schedules {
+        h.update(s.name.as_bytes());
+        h.update([0]);
+        h.update(s.spec_hash.as_bytes());
+    }
+    hex::encode(&h.finalize()[..8])
 }
 
 /// Content hash of a desired state: changes exactly when what would be written changes.

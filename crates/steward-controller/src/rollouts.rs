@@ -7,7 +7,7 @@ use std::time::Duration;
 use steward_backends::jobs::{JobSpec, JobState, JOB_LABEL};
 use steward_backends::probe::http_probe;
 use steward_backends::prometheus::{single_value, Prometheus, QueryResult};
-use steward_backends::swarm::{error_chain, Swarm};
+use steward_backends::swarm::{error_chain, Swarm, SwarmError};
 use steward_plan::model::labels;
 use steward_plan::rollout::{due_analysis, due_probes, JobObs, JobStart, MeasureObs, ProbeObs, Rollout};
 use steward_plan::Desired;
@@ -110,8 +110,19 @@ impl Gatherer {
     }
 }
 
+/// A pre-deploy job Swarm would not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start pre-deploy job {job} of {service} as {swarm_name}")]
+pub struct JobStartError {
+    pub service: String,
+    pub job: String,
+    pub swarm_name: String,
+    #[source]
+    pub source: SwarmError,
+}
+
 /// Starts a pre-deploy job as a Swarm replicated job, labelled as the stack's.
-pub async fn start_job(swarm: &Swarm, stack: &str, j: &JobStart) -> Result<(), String> {
+pub async fn start_job(swarm: &Swarm, stack: &str, j: &JobStart) -> Result<(), JobStartError> {
     let spec = JobSpec {
         name: j.swarm_name.clone(),
         image: j.image.clone(),
@@ -124,6 +135,12 @@ pub async fn start_job(swarm: &Swarm, stack: &str, j: &JobStart) -> Result<(), S
             ("steward.io/job-of".to_string(), j.service.clone()),
             (JOB_LABEL.to_string(), j.swarm_name.clone()),
         ]),
+        mounts: vec![],
     };
-    swarm.start_job(&spec).await.map(drop).map_err(|e| error_chain(&e))
+    swarm.start_job(&spec).await.map(drop).map_err(|source| JobStartError {
+        service: j.service.clone(),
+        job: j.job.clone(),
+        swarm_name: j.swarm_name.clone(),
+        source,
+    })
 }

@@ -13,10 +13,15 @@ use steward_backends::git::{GitError, GitSource};
 use steward_plan::status::EventType;
 
 use crate::pass::{Controller, PassOutcome, SourceRevision};
+use crate::schedule::Reconciled;
+use crate::scheduler::Scheduler;
 use crate::Wake;
+use steward_core::{Kind, ObjectRef, Requeue};
 
 /// Called after every pass with how long it took.
 pub type AfterPass = Box<dyn FnMut(&Controller, &PassOutcome, Duration) + Send>;
+/// Called after every reconcile of a schedule (metrics), with its name and how long it took.
+pub type AfterSchedule = Box<dyn FnMut(&Controller, &str, &Reconciled, Duration) + Send>;
 
 pub struct RunOptions {
     pub paths: Vec<PathBuf>,
@@ -31,6 +36,8 @@ pub struct RunOptions {
     pub leadership: Option<std::sync::Arc<steward_store::leader::Leadership>>,
     /// Called after every pass (metrics, readiness).
     pub after_pass: Option<AfterPass>,
+    /// Called after every reconcile of a schedule.
+    pub after_schedule: Option<AfterSchedule>,
 }
 
 /// Git's side of the loop: what was last reported, so a failing remote is one event, not one
@@ -211,12 +218,18 @@ pub async fn run(mut ctl: Controller, mut opts: RunOptions, shutdown: impl Futur
     }
 
     tokio::pin!(shutdown);
-    // When the next pass is due without any trigger (requeue or resync).
-    let mut due = tokio::time::Instant::now();
+    // The work queue: the Stack (the pass over services and their rollout) and each Schedule,
+    // each due at the earliest time anything asked for.
+    let mut queue = Scheduler::default();
+    queue.schedule(ObjectRef::stack(ctl.stack_name()), tokio::time::Instant::now());
+    // Spec hashes of the schedules last queued: a new or changed schedule is reconciled at once.
+    let mut schedule_hashes: std::collections::BTreeMap<String, String> = Default::default();
     let mut was_leader = false;
     loop {
         let mut fetch = false;
         let mut relevant = false;
+        let idle = tokio::time::Instant::now() + opts.resync;
+        let due = queue.next().unwrap_or(idle);
         let wake_at = if opts.git.is_some() { due.min(next_fetch) } else { due };
         tokio::select! {
             _ = &mut shutdown => break,
@@ -263,6 +276,7 @@ pub async fn run(mut ctl: Controller, mut opts: RunOptions, shutdown: impl Futur
                     );
                     // A new leader re-reads everything at once.
                     relevant = true;
+                    schedule_hashes.clear();
                 } else {
                     ctl.event(
                         EventType::Warning,
@@ -274,25 +288,63 @@ pub async fn run(mut ctl: Controller, mut opts: RunOptions, shutdown: impl Futur
             }
             if !leading {
                 // Standing by: look at the election again within its retry period.
-                due = tokio::time::Instant::now() + LEADER_CHECK;
+                queue.schedule(
+                    ObjectRef::stack(ctl.stack_name()),
+                    tokio::time::Instant::now() + LEADER_CHECK,
+                );
                 continue;
             }
         }
-        if !(relevant || fetch || now >= due) {
-            continue;
+        let mut due = queue.pop_due(now);
+        let stack_due = relevant || fetch || due.iter().any(|o| o.kind == Kind::Stack);
+        if stack_due {
+            let started = std::time::Instant::now();
+            let outcome = ctl.pass().await;
+            tracing::debug!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                executed = outcome.executed,
+                converged = outcome.converged,
+                "pass done"
+            );
+            if let Some(f) = opts.after_pass.as_mut() {
+                f(&ctl, &outcome, started.elapsed());
+            }
+            let after = outcome.requeue_after.unwrap_or(opts.resync).min(opts.resync);
+            queue.schedule(ObjectRef::stack(ctl.stack_name()), tokio::time::Instant::now() + after);
+            // New and changed schedules are looked at now; removed ones one last time (their
+            // status is forgotten).
+            let hashes = ctl.schedule_hashes();
+            for (name, hash) in &hashes {
+                if schedule_hashes.get(name) != Some(hash) {
+                    due.push(ObjectRef::schedule(name));
+                }
+            }
+            for name in schedule_hashes.keys().filter(|n| !hashes.contains_key(*n)) {
+                queue.forget(&ObjectRef::schedule(name));
+                due.push(ObjectRef::schedule(name));
+            }
+            schedule_hashes = hashes;
         }
-        let started = std::time::Instant::now();
-        let outcome = ctl.pass().await;
-        tracing::debug!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            executed = outcome.executed,
-            converged = outcome.converged,
-            "pass done"
-        );
-        if let Some(f) = opts.after_pass.as_mut() {
-            f(&ctl, &outcome, started.elapsed());
+        due.sort();
+        due.dedup();
+        for object in due.into_iter().filter(|o| o.kind == Kind::Schedule) {
+            let started = std::time::Instant::now();
+            let Some(done) = ctl.reconcile_schedule(&object.name).await else {
+                continue;
+            };
+            if let Some(f) = opts.after_schedule.as_mut() {
+                f(&ctl, &object.name, &done, started.elapsed());
+            }
+            let requeue = done
+                .requeue
+                .min(Requeue::After(opts.resync), time::OffsetDateTime::now_utc());
+            queue.requeue(
+                object,
+                requeue,
+                tokio::time::Instant::now(),
+                time::OffsetDateTime::now_utc(),
+            );
         }
-        due = tokio::time::Instant::now() + outcome.requeue_after.unwrap_or(opts.resync).min(opts.resync);
     }
     events_task.abort();
     drop(watcher);

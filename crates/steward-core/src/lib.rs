@@ -7,6 +7,8 @@
 //!   because a read failed.
 //! - [`Requeue`] is when a reconciler wants to look at its object again.
 //! - [`WaitingOn`] is a typed "not now", including a dependency on another object.
+//! - [`Reason`] is why the Stack, its Services and their rollouts recorded an event; whether
+//!   the event is a Warning follows from it.
 //! - [`status`] holds conditions, statuses and events (Kubernetes shapes).
 
 pub mod status;
@@ -123,6 +125,231 @@ impl FromStr for ObjectRef {
             return Err(format!("expected KIND/NAME, got {s:?}: the name is empty"));
         }
         Ok(ObjectRef::new(kind.parse()?, name))
+    }
+}
+
+impl PartialEq<str> for ObjectRef {
+    /// Compares with the `Kind/name` text (tests and string-keyed maps).
+    fn eq(&self, other: &str) -> bool {
+        other
+            .split_once('/')
+            .is_some_and(|(k, n)| k == self.kind.as_str() && n == self.name)
+    }
+}
+
+impl PartialEq<&str> for ObjectRef {
+    fn eq(&self, other: &&str) -> bool {
+        *self == **other
+    }
+}
+
+/// Why an event about the Stack, one of its Services or a Rollout was recorded (PascalCase, as
+/// Kubernetes' reasons). The text is part of the interface: users, notifiers and tests read it.
+/// The Schedule kind has reasons of its own (`steward_schedule::Reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Reason {
+    // The desired state and its source.
+    DesiredStateChanged,
+    Applied,
+    InvalidRevision,
+    InvalidDesiredState,
+    SourceRecovered,
+    ForcePushed,
+    PathMissing,
+    SourceUnavailable,
+    // The backend and leadership.
+    BackendUnavailable,
+    BackendRecovered,
+    LeadershipAcquired,
+    LeadershipLost,
+    // Writes to services.
+    Created,
+    Updated,
+    DriftCorrected,
+    Adopted,
+    RollbackIssued,
+    Pruned,
+    CreateFailed,
+    UpdateFailed,
+    RemoveFailed,
+    Converged,
+    // Services steward leaves alone, and Swarm's own update failures.
+    ConflictUnowned,
+    ConflictOtherStack,
+    ConflictNotReplicated,
+    Orphaned,
+    UpdatePaused,
+    RollbackPaused,
+    // Rollouts.
+    RolloutStarted,
+    RolloutSuperseded,
+    RolloutUpdating,
+    RolloutVerifying,
+    RolloutVerified,
+    RolloutComplete,
+    AnalysisInconclusive,
+    RollingBack,
+    RolledBack,
+    ManualRollback,
+    PreDeployStarted,
+    PreDeploySucceeded,
+    PreDeployComplete,
+    PreDeployFailed,
+    PreDeployStartFailed,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 43] = [
+        Reason::DesiredStateChanged,
+        Reason::Applied,
+        Reason::InvalidRevision,
+        Reason::InvalidDesiredState,
+        Reason::SourceRecovered,
+        Reason::ForcePushed,
+        Reason::PathMissing,
+        Reason::SourceUnavailable,
+        Reason::BackendUnavailable,
+        Reason::BackendRecovered,
+        Reason::LeadershipAcquired,
+        Reason::LeadershipLost,
+        Reason::Created,
+        Reason::Updated,
+        Reason::DriftCorrected,
+        Reason::Adopted,
+        Reason::RollbackIssued,
+        Reason::Pruned,
+        Reason::CreateFailed,
+        Reason::UpdateFailed,
+        Reason::RemoveFailed,
+        Reason::Converged,
+        Reason::ConflictUnowned,
+        Reason::ConflictOtherStack,
+        Reason::ConflictNotReplicated,
+        Reason::Orphaned,
+        Reason::UpdatePaused,
+        Reason::RollbackPaused,
+        Reason::RolloutStarted,
+        Reason::RolloutSuperseded,
+        Reason::RolloutUpdating,
+        Reason::RolloutVerifying,
+        Reason::RolloutVerified,
+        Reason::RolloutComplete,
+        Reason::AnalysisInconclusive,
+        Reason::RollingBack,
+        Reason::RolledBack,
+        Reason::ManualRollback,
+        Reason::PreDeployStarted,
+        Reason::PreDeploySucceeded,
+        Reason::PreDeployComplete,
+        Reason::PreDeployFailed,
+        Reason::PreDeployStartFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::DesiredStateChanged => "DesiredStateChanged",
+            Reason::Applied => "Applied",
+            Reason::InvalidRevision => "InvalidRevision",
+            Reason::InvalidDesiredState => "InvalidDesiredState",
+            Reason::SourceRecovered => "SourceRecovered",
+            Reason::ForcePushed => "ForcePushed",
+            Reason::PathMissing => "PathMissing",
+            Reason::SourceUnavailable => "SourceUnavailable",
+            Reason::BackendUnavailable => "BackendUnavailable",
+            Reason::BackendRecovered => "BackendRecovered",
+            Reason::LeadershipAcquired => "LeadershipAcquired",
+            Reason::LeadershipLost => "LeadershipLost",
+            Reason::Created => "Created",
+            Reason::Updated => "Updated",
+            Reason::DriftCorrected => "DriftCorrected",
+            Reason::Adopted => "Adopted",
+            Reason::RollbackIssued => "RollbackIssued",
+            Reason::Pruned => "Pruned",
+            Reason::CreateFailed => "CreateFailed",
+            Reason::UpdateFailed => "UpdateFailed",
+            Reason::RemoveFailed => "RemoveFailed",
+            Reason::Converged => "Converged",
+            Reason::ConflictUnowned => "ConflictUnowned",
+            Reason::ConflictOtherStack => "ConflictOtherStack",
+            Reason::ConflictNotReplicated => "ConflictNotReplicated",
+            Reason::Orphaned => "Orphaned",
+            Reason::UpdatePaused => "UpdatePaused",
+            Reason::RollbackPaused => "RollbackPaused",
+            Reason::RolloutStarted => "RolloutStarted",
+            Reason::RolloutSuperseded => "RolloutSuperseded",
+            Reason::RolloutUpdating => "RolloutUpdating",
+            Reason::RolloutVerifying => "RolloutVerifying",
+            Reason::RolloutVerified => "RolloutVerified",
+            Reason::RolloutComplete => "RolloutComplete",
+            Reason::AnalysisInconclusive => "AnalysisInconclusive",
+            Reason::RollingBack => "RollingBack",
+            Reason::RolledBack => "RolledBack",
+            Reason::ManualRollback => "ManualRollback",
+            Reason::PreDeployStarted => "PreDeployStarted",
+            Reason::PreDeploySucceeded => "PreDeploySucceeded",
+            Reason::PreDeployComplete => "PreDeployComplete",
+            Reason::PreDeployFailed => "PreDeployFailed",
+            Reason::PreDeployStartFailed => "PreDeployStartFailed",
+        }
+    }
+
+    /// Warnings are what a person should look at: refused input, unreachable backends, lost
+    /// leadership, failed writes, services left alone, and rollouts going backwards. Notifiers
+    /// send only these unless asked for all.
+    pub fn is_warning(self) -> bool {
+        matches!(
+            self,
+            Reason::InvalidRevision
+                | Reason::InvalidDesiredState
+                | Reason::ForcePushed
+                | Reason::PathMissing
+                | Reason::SourceUnavailable
+                | Reason::BackendUnavailable
+                | Reason::LeadershipLost
+                | Reason::DriftCorrected
+                | Reason::RollbackIssued
+                | Reason::CreateFailed
+                | Reason::UpdateFailed
+                | Reason::RemoveFailed
+                | Reason::ConflictUnowned
+                | Reason::ConflictOtherStack
+                | Reason::ConflictNotReplicated
+                | Reason::Orphaned
+                | Reason::UpdatePaused
+                | Reason::RollbackPaused
+                | Reason::AnalysisInconclusive
+                | Reason::RollingBack
+                | Reason::RolledBack
+                | Reason::ManualRollback
+                | Reason::PreDeployFailed
+                | Reason::PreDeployStartFailed
+        )
+    }
+
+    pub fn event_type(self) -> status::EventType {
+        if self.is_warning() {
+            status::EventType::Warning
+        } else {
+            status::EventType::Normal
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for Reason {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Reason {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 
@@ -287,5 +514,64 @@ mod tests {
         assert!(!o.is_known());
         assert_eq!(o.known(), None);
         assert_eq!(Observation::Known(3).map(|x| x * 2), Observation::Known(6));
+    }
+
+    #[test]
+    fn object_refs_compare_with_their_text() {
+        assert_eq!(ObjectRef::service("web"), "Service/web");
+        assert_eq!(ObjectRef::rollout(7), "Rollout/7");
+        assert!(ObjectRef::stack("web") != "Service/web");
+        assert!(ObjectRef::service("web") != "Service/web2");
+        assert!(ObjectRef::service("web") != "web");
+    }
+
+    #[test]
+    fn reasons_are_their_pascal_case_names() {
+        let mut seen = std::collections::BTreeSet::new();
+        for r in Reason::ALL {
+            // The text is the variant's name: what users, notifiers and tests read.
+            assert_eq!(r.as_str(), format!("{r:?}"));
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+            assert!(seen.insert(r.as_str()), "{r} twice in Reason::ALL");
+        }
+        assert_eq!(Reason::RolledBack, "RolledBack");
+    }
+
+    #[test]
+    fn the_event_type_follows_from_the_reason() {
+        use status::EventType::{Normal, Warning};
+        let warnings = [
+            Reason::InvalidRevision,
+            Reason::BackendUnavailable,
+            Reason::LeadershipLost,
+            Reason::DriftCorrected,
+            Reason::RollbackIssued,
+            Reason::UpdateFailed,
+            Reason::Orphaned,
+            Reason::RolledBack,
+            Reason::ManualRollback,
+            Reason::PreDeployStartFailed,
+        ];
+        let normal = [
+            Reason::DesiredStateChanged,
+            Reason::Applied,
+            Reason::BackendRecovered,
+            Reason::LeadershipAcquired,
+            Reason::Created,
+            Reason::Updated,
+            Reason::Adopted,
+            Reason::Pruned,
+            Reason::Converged,
+            Reason::RolloutStarted,
+            Reason::RolloutSuperseded,
+            Reason::RolloutComplete,
+            Reason::PreDeployComplete,
+        ];
+        for r in warnings {
+            assert_eq!(r.event_type(), Warning, "{r}");
+        }
+        for r in normal {
+            assert_eq!(r.event_type(), Normal, "{r}");
+        }
     }
 }

@@ -61,7 +61,7 @@ pub fn assess(desired: &Desired, observed: &Observed, plan: &Plan, now: OffsetDa
     for name in names {
         let d = desired.services.iter().find(|d| d.name == name);
         let o = find(name);
-        let action = plan.actions.iter().find(|a| a.object() == format!("Service/{name}"));
+        let action = plan.actions.iter().find(|a| a.name() == name);
         let held = plan.held.iter().find(|h| h.name == name);
         let verdict = match (action, held) {
             (Some(Action::Create { .. }), _) => v(

@@ -4,10 +4,15 @@
 //! by the controller before planning; the executor carries out the plan's actions verbatim.
 
 pub mod assess;
+pub mod event;
 pub mod model;
 pub mod plan;
 pub mod rollout;
+pub mod stack;
+pub mod stack_status;
 pub mod status;
 
+pub use event::Event;
 pub use model::*;
 pub use plan::*;
+pub use stack::{pipeline, Planned};

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use serde::Serialize;
+use steward_core::{ObjectRef, Reason};
 
 use crate::model::*;
 
@@ -58,10 +59,24 @@ pub enum Action {
 }
 
 impl Action {
-    pub fn object(&self) -> String {
+    /// The service this action writes.
+    pub fn name(&self) -> &str {
         match self {
-            Action::Create { service } | Action::Update { service, .. } => format!("Service/{}", service.name),
-            Action::Remove { name, .. } => format!("Service/{name}"),
+            Action::Create { service } | Action::Update { service, .. } => &service.name,
+            Action::Remove { name, .. } => name,
+        }
+    }
+
+    pub fn object(&self) -> ObjectRef {
+        ObjectRef::service(self.name())
+    }
+
+    /// The event recorded when Swarm refuses this action.
+    pub fn failure_reason(&self) -> Reason {
+        match self {
+            Action::Create { .. } => Reason::CreateFailed,
+            Action::Update { .. } => Reason::UpdateFailed,
+            Action::Remove { .. } => Reason::RemoveFailed,
         }
     }
 }
@@ -107,6 +122,24 @@ impl Hold {
             Hold::WaitingOn { .. } => "WaitingOn",
             Hold::RevisionRejected { .. } => "RevisionRejected",
         }
+    }
+
+    /// The event a pass records for this hold; `None` for the waits a rollout reports itself
+    /// (its own RolledBack and AnalysisInconclusive events) and for convergence in progress.
+    pub fn event_reason(&self) -> Option<Reason> {
+        Some(match self {
+            Hold::ConflictUnowned => Reason::ConflictUnowned,
+            Hold::ConflictOtherStack { .. } => Reason::ConflictOtherStack,
+            Hold::ConflictNotReplicated => Reason::ConflictNotReplicated,
+            Hold::Orphaned => Reason::Orphaned,
+            Hold::UpdateFailed { state, .. } => match state {
+                UpdateState::RollbackStarted | UpdateState::RollbackCompleted => Reason::RolledBack,
+                UpdateState::RollbackPaused => Reason::RollbackPaused,
+                _ => Reason::UpdatePaused,
+            },
+            Hold::BackendUnknown { .. } => Reason::BackendUnavailable,
+            Hold::AwaitingConvergence { .. } | Hold::WaitingOn { .. } | Hold::RevisionRejected { .. } => return None,
+        })
     }
 
     /// Errors block convergence; the rest are expected waits.
@@ -616,5 +649,53 @@ impl Plan {
         // In sync means nothing to write *and* nothing unknown or blocked.
         let in_sync = self.actions.is_empty() && self.errors().next().is_none();
         serde_json::json!({ "stack": self.stack, "inSync": in_sync, "actions": actions, "held": held })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hold_reported_as_an_event_keeps_its_condition_reason() {
+        let holds = [
+            Hold::ConflictUnowned,
+            Hold::ConflictOtherStack { stack: "other".into() },
+            Hold::ConflictNotReplicated,
+            Hold::Orphaned,
+            Hold::AwaitingConvergence {
+                running: None,
+                desired: 1,
+            },
+            Hold::BackendUnknown { message: "down".into() },
+            Hold::WaitingOn { what: "jobs".into() },
+            Hold::RevisionRejected { cause: "boom".into() },
+        ]
+        .into_iter()
+        .chain(
+            [
+                UpdateState::Updating,
+                UpdateState::Paused,
+                UpdateState::RollbackStarted,
+                UpdateState::RollbackPaused,
+                UpdateState::RollbackCompleted,
+            ]
+            .map(|state| Hold::UpdateFailed {
+                state,
+                message: String::new(),
+            }),
+        );
+        for h in holds {
+            match h.event_reason() {
+                Some(r) => assert_eq!(r.as_str(), h.reason(), "{h:?}"),
+                None => assert!(
+                    matches!(
+                        h,
+                        Hold::AwaitingConvergence { .. } | Hold::WaitingOn { .. } | Hold::RevisionRejected { .. }
+                    ),
+                    "{h:?}"
+                ),
+            }
+        }
     }
 }

@@ -161,7 +161,7 @@ fn converged(d: &DesiredService) -> ObservedService {
 // ---------------------------------------------------------------------------------------------
 
 fn reasons(out: &StepOutput) -> Vec<&'static str> {
-    out.events.iter().map(|e| e.reason).collect()
+    out.events.iter().map(|e| e.reason.as_str()).collect()
 }
 
 fn event<'a>(out: &'a StepOutput, reason: &str) -> &'a RolloutEvent {
@@ -264,7 +264,7 @@ fn happy_path_without_verification_goes_updating_then_complete() {
     let out = step(&mut r, &d, &at(T0, vec![converged(&old)]));
     assert_eq!(reasons(&out), ["RolloutUpdating"]);
     assert_eq!(out.events[0].object, "Service/web");
-    assert!(!out.events[0].warning);
+    assert!(!out.events[0].warning());
     assert_eq!((r.phase, phase_of(&r, "web")), (Phase::Updating, SvcPhase::Updating));
     let eff = effective(&d, Some(&r), &swarm(vec![converged(&old)]));
     assert_eq!(target_hash(&eff, "web"), Some(new.spec_hash.clone()));
@@ -410,7 +410,7 @@ fn health_failure_rolls_back_and_is_rolled_back_once_old_hash_converged() {
         &at(t, vec![converged(&new)]).probe("web", false, "HTTP 503"),
     );
     assert_eq!(reasons(&out), ["RollingBack"]);
-    assert!(event(&out, "RollingBack").warning);
+    assert!(event(&out, "RollingBack").warning());
     assert!(out.finished.is_empty());
     assert_eq!(
         (r.phase, phase_of(&r, "web")),
@@ -725,7 +725,7 @@ fn analysis_inconclusive_pauses_and_rolls_nothing_back() {
     );
     assert_eq!(reasons(&out), ["AnalysisInconclusive"]);
     let e = event(&out, "AnalysisInconclusive");
-    assert!(e.warning && e.object == "Service/web");
+    assert!(e.warning() && e.object == "Service/web");
     assert!(out.finished.is_empty() && out.start_jobs.is_empty() && out.remove_jobs.is_empty());
     assert_eq!((r.phase, phase_of(&r, "web")), (Phase::Paused, SvcPhase::Verifying));
     let cause = r.cause.clone().unwrap();
@@ -1133,7 +1133,7 @@ fn pre_deploy_failure_rolls_back_without_any_write() {
     assert!(out.start_jobs.is_empty());
     assert_eq!(out.remove_jobs, std::slice::from_ref(&m));
     let failed = event(&out, "PreDeployFailed");
-    assert!(failed.warning && failed.object == "Service/web");
+    assert!(failed.warning() && failed.object == "Service/web");
     assert!(
         failed.message.contains("exit code 1") && failed.message.contains("relation \"orders\" does not exist"),
         "{}",
@@ -1468,7 +1468,7 @@ fn a_service_created_by_a_failed_revision_is_removed_and_not_recreated() {
         .iter()
         .map(|a| {
             (
-                a.object(),
+                a.object().to_string(),
                 match a {
                     Action::Create { .. } => "create",
                     Action::Update { .. } => "update",

@@ -69,10 +69,25 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             ref paths,
             timeout,
         } => runtime()?.block_on(rollback(&cli, service, to, paths, timeout)),
+        Command::Runs {
+            ref schedule,
+            limit,
+            output,
+        } => crate::schedules::runs(&cli, schedule.as_deref(), limit, output),
+        Command::Trigger {
+            ref schedule,
+            ref paths,
+            wait,
+        } => runtime()?.block_on(crate::schedules::trigger(&cli, schedule, paths, wait)),
+        Command::Describe {
+            ref object,
+            ref paths,
+            output,
+        } => crate::describe::describe(&cli, object, paths, output),
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -103,7 +118,7 @@ fn validate(paths: &[PathBuf], resolve: bool) -> u8 {
     }
 }
 
-fn swarm(cli: &Cli) -> anyhow::Result<Swarm> {
+pub(crate) fn swarm(cli: &Cli) -> anyhow::Result<Swarm> {
     Swarm::connect(&cli.docker_host).context("cannot set up the Docker client")
 }
 
@@ -131,15 +146,8 @@ async fn plan(cli: &Cli, paths: &[PathBuf], output: Format) -> anyhow::Result<u8
     } else {
         None
     };
-    let observed_map = match &observed {
-        steward_plan::Observed::Known { services } => services.iter().map(|s| (s.name.clone(), s.clone())).collect(),
-        steward_plan::Observed::Unknown { .. } => Default::default(),
-    };
-    let effective = steward_plan::rollout::effective(&desired, rollout.as_ref(), &observed_map);
-    let mut p = steward_plan::plan(&effective, &observed);
-    if let Some(r) = &rollout {
-        steward_plan::rollout::annotate(&mut p, r);
-    }
+    // The pass's own pipeline (effective desired state, plan, rollout annotation).
+    let p = steward_plan::pipeline(&desired, rollout.as_ref(), &observed).plan;
     emit(output, || p.display(), || p.to_json());
     Ok(if unknown || p.errors().next().is_some() {
         1
@@ -150,7 +158,7 @@ async fn plan(cli: &Cli, paths: &[PathBuf], output: Format) -> anyhow::Result<u8
     })
 }
 
-fn open_store(cli: &Cli) -> anyhow::Result<Arc<Store>> {
+pub(crate) fn open_store(cli: &Cli) -> anyhow::Result<Arc<Store>> {
     let store = match &cli.store {
         Some(url) => Store::open_url(url).context("cannot open the store")?,
         None => Store::open(&cli.state).with_context(|| format!("cannot open state {}", cli.state.display()))?,
@@ -230,17 +238,7 @@ async fn rollback(
     timeout: Duration,
 ) -> anyhow::Result<u8> {
     let store = open_store(cli)?;
-    let paths: Vec<PathBuf> = if paths.is_empty() {
-        let recorded = store
-            .get_meta(steward_controller::META_PATHS)?
-            .context("no manifest paths recorded in the state file: pass --path")?;
-        serde_json::from_str::<Vec<String>>(&recorded)?
-            .into_iter()
-            .map(PathBuf::from)
-            .collect()
-    } else {
-        paths.to_vec()
-    };
+    let paths = manifest_paths(&store, paths)?;
     let mut ctl = Controller::new(swarm(cli)?, store, paths);
     let target = match ctl.start_manual_rollback(service, to) {
         Ok(t) => t,
@@ -284,6 +282,20 @@ async fn rollback(
             }
         }
     }
+}
+
+/// `paths`, or the manifest paths the controller last loaded (recorded in the store).
+pub(crate) fn manifest_paths(store: &Store, paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    if !paths.is_empty() {
+        return Ok(paths.to_vec());
+    }
+    let recorded = store
+        .get_meta(steward_controller::META_PATHS)?
+        .context("no manifest paths recorded in the store (has a controller run?): pass --path")?;
+    Ok(serde_json::from_str::<Vec<String>>(&recorded)?
+        .into_iter()
+        .map(PathBuf::from)
+        .collect())
 }
 
 fn history(cli: &Cli, service: &str, output: Format) -> anyhow::Result<u8> {
@@ -425,7 +437,7 @@ async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|&stop| stop).await;
     };
-    let (wake, after_pass, api) = match listen {
+    let (wake, after_pass, after_schedule, api) = match listen {
         crate::Listen::On(addr) => {
             let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
                 anyhow::anyhow!("cannot listen on {addr}: {e} (use --listen ADDR:PORT, or --listen off)")
@@ -442,9 +454,9 @@ async fn run(
                 "steward: dashboard and API on http://{}/ (metrics at /metrics)",
                 listener_addr
             );
-            (Some(a.wake), Some(a.after_pass), Some(a.server))
+            (Some(a.wake), Some(a.after_pass), Some(a.after_schedule), Some(a.server))
         }
-        crate::Listen::Off => (None, None, None),
+        crate::Listen::Off => (None, None, None, None),
     };
     steward_controller::run(
         ctl,
@@ -455,6 +467,7 @@ async fn run(
             git_interval,
             wake,
             after_pass,
+            after_schedule,
             leadership,
         },
         stopped(stop_rx),
@@ -470,7 +483,7 @@ async fn run(
     Ok(0)
 }
 
-fn ago(t: OffsetDateTime) -> String {
+pub(crate) fn ago(t: OffsetDateTime) -> String {
     let d = OffsetDateTime::now_utc() - t;
     let s = d.whole_seconds().max(0);
     match s {
@@ -581,7 +594,7 @@ fn status(cli: &Cli, output: Format, server: Option<&str>) -> anyhow::Result<u8>
     Ok(0)
 }
 
-fn event_rows(evs: &[EventRecord]) -> Vec<Vec<String>> {
+pub(crate) fn event_rows(evs: &[EventRecord]) -> Vec<Vec<String>> {
     evs.iter()
         .map(|e| {
             vec![
@@ -596,7 +609,7 @@ fn event_rows(evs: &[EventRecord]) -> Vec<Vec<String>> {
         .collect()
 }
 
-const EVENT_HEADER: [&str; 6] = ["LAST SEEN", "TYPE", "REASON", "OBJECT", "COUNT", "MESSAGE"];
+pub(crate) const EVENT_HEADER: [&str; 6] = ["LAST SEEN", "TYPE", "REASON", "OBJECT", "COUNT", "MESSAGE"];
 
 fn events(
     cli: &Cli,

@@ -1,7 +1,9 @@
 //! The `steward` command line. Each command parses, calls one function, renders.
 
 mod commands;
+mod describe;
 mod output;
+mod schedules;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -137,6 +139,38 @@ pub enum Command {
         paths: Vec<PathBuf>,
         #[arg(long, default_value = "5m", value_parser = parse_duration)]
         timeout: std::time::Duration,
+    },
+    /// Runs of schedules, newest first.
+    Runs {
+        /// Only this schedule's runs.
+        schedule: Option<String>,
+        /// At most this many runs.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Run a schedule's job now (a Manual run), honouring its concurrency policy, and wait for
+    /// it. Exit 0 when it succeeded, 1 otherwise. Works with or without a running controller:
+    /// the store arbitrates.
+    Trigger {
+        schedule: String,
+        /// Manifests; default: those the controller last loaded (recorded in the store).
+        #[arg(long = "path")]
+        paths: Vec<PathBuf>,
+        /// Stop waiting after this long (the run goes on; the controller records its end).
+        #[arg(long, default_value = "2h", value_parser = parse_duration)]
+        wait: std::time::Duration,
+    },
+    /// One object of any kind in full: spec summary, observed state, conditions, recent events.
+    Describe {
+        /// KIND/NAME, e.g. Schedule/db-backup or Service/taxcollector-web.
+        object: String,
+        /// Manifests; default: those the controller last loaded (recorded in the store).
+        #[arg(long = "path")]
+        paths: Vec<PathBuf>,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
+        output: Format,
     },
     /// Print the JSON Schema of manifest documents.
     Schema,

@@ -20,6 +20,9 @@ use steward_plan::status::{ConditionStatus, ResourceStatus};
 
 use crate::pass::PassOutcome;
 
+mod schedule;
+pub use schedule::ScheduleMetrics;
+
 /// The `Content-Type` of [`Metrics::encode`]'s output (OpenMetrics text, which Prometheus
 /// negotiates and parses natively).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -95,6 +98,7 @@ pub struct Metrics {
     /// Unix milliseconds when these metrics began: a rollout started before was started by an
     /// earlier process.
     created_ms: i64,
+    pub schedules: ScheduleMetrics,
 }
 
 /// Identity and phase of a rollout: a new desired state is a new rollout even when the
@@ -183,7 +187,9 @@ impl Metrics {
             Unit::Seconds,
             last_sync.clone(),
         );
+        let schedules = ScheduleMetrics::register(&mut registry);
         Arc::new(Metrics {
+            schedules,
             registry,
             reconciles,
             reconcile_duration,

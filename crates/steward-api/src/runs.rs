@@ -1,0 +1,53 @@
+//! `GET /api/v1/runs`: schedule runs, newest first.
+
+use axum::extract::{Query, State};
+use axum::Json;
+use serde::Deserialize;
+
+use crate::{blocking, ApiError, AppState};
+
+/// Without `limit`, a listing is capped here; a run's logs are never part of a listing (64 KiB
+/// each), so a page stays small.
+const DEFAULT_LIMIT: usize = 200;
+const MAX_LIMIT: usize = 5000;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct RunsQuery {
+    schedule: Option<String>,
+    limit: Option<String>,
+}
+
+/// Runs newest first, each as `steward runs -o json` prints it: `schedule`, `id`,
+/// `scheduledAt`, `startedAt`, `finishedAt`, `outcome`, `exitCode`, `trigger`, `attempt`, `job`,
+/// `message`, `durationSeconds`.
+pub async fn list(State(s): State<AppState>, Query(q): Query<RunsQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = match q.limit.as_deref() {
+        None | Some("") => DEFAULT_LIMIT,
+        Some(n) => match n.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "limit: expected a number from 1 to {MAX_LIMIT}"
+                )))
+            }
+        },
+    };
+    let store = s.api.store.clone();
+    let schedule = q.schedule.filter(|x| !x.is_empty());
+    let runs = blocking(move || store.runs(schedule.as_deref(), Some(limit))).await?;
+    Ok(Json(serde_json::Value::Array(
+        runs.iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("logs");
+                    o.insert(
+                        "durationSeconds".into(),
+                        r.duration().map_or(serde_json::Value::Null, |d| d.as_secs_f64().into()),
+                    );
+                }
+                v
+            })
+            .collect(),
+    )))
+}
