@@ -43,7 +43,8 @@ pub struct PassOutcome {
     pub plan: Option<Plan>,
     /// Actions carried out successfully.
     pub executed: usize,
-    /// Actions that failed (reasons were recorded as events).
+    /// Actions that failed (reasons were recorded as events), and store writes that later passes
+    /// depend on (revision history, the persisted rollout; logged).
     pub failed: Vec<String>,
     /// True when Swarm matches the desired state and every task is running.
     pub converged: bool,

@@ -592,8 +592,8 @@ impl Plan {
         for h in waits {
             let _ = writeln!(
                 out,
-                "… Service/{} {}: {}",
-                h.name,
+                "… {} {}: {}",
+                ObjectRef::service(&h.name),
                 h.hold.reason(),
                 h.hold.message(&h.name)
             );
@@ -601,8 +601,8 @@ impl Plan {
         for h in errors {
             let _ = writeln!(
                 out,
-                "! Service/{} {}: {}",
-                h.name,
+                "! {} {}: {}",
+                ObjectRef::service(&h.name),
                 h.hold.reason(),
                 h.hold.message(&h.name)
             );
@@ -641,7 +641,7 @@ impl Plan {
             .iter()
             .map(|h| {
                 serde_json::json!({
-                    "object": format!("Service/{}", h.name), "reason": h.hold.reason(),
+                    "object": ObjectRef::service(&h.name), "reason": h.hold.reason(),
                     "message": h.hold.message(&h.name), "error": h.hold.is_error(),
                 })
             })

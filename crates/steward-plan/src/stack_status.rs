@@ -123,7 +123,8 @@ pub fn became_ready(before: Option<&ResourceStatus>, now: &ResourceStatus) -> Op
 }
 
 /// Stored statuses (kind, name) that this pass no longer reports: services that left the
-/// desired state and Swarm. The Stack's own status is kept.
+/// desired state and Swarm, and Stacks of another name. The Stack's own status is kept, and so
+/// is every other kind's (a Schedule's status is its own reconciler's to write and forget).
 pub fn forgotten(stored: &[ResourceStatus], reported: &[ResourceStatus], stack: &str) -> Vec<(String, String)> {
     let keep: BTreeSet<(&str, &str)> = reported
         .iter()
@@ -132,6 +133,7 @@ pub fn forgotten(stored: &[ResourceStatus], reported: &[ResourceStatus], stack: 
         .collect();
     stored
         .iter()
+        .filter(|s| matches!(s.kind.as_str(), "Service" | "Stack"))
         .filter(|s| !keep.contains(&(s.kind.as_str(), s.name.as_str())))
         .map(|s| (s.kind.clone(), s.name.clone()))
         .collect()

@@ -239,7 +239,10 @@ fn statuses_no_longer_reported_are_forgotten_the_stack_is_kept() {
     gone.name = "old".into();
     let mut renamed = stack_status(&i, &services);
     renamed.name = "shop-old".into();
-    let stored = vec![stack_status(&i, &services), services[0].clone(), gone, renamed];
+    let mut schedule = services[0].clone();
+    schedule.kind = "Schedule".into();
+    schedule.name = "db-backup".into();
+    let stored = vec![stack_status(&i, &services), services[0].clone(), gone, renamed, schedule];
     assert_eq!(
         forgotten(&stored, &services, "shop"),
         [

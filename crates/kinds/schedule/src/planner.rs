@@ -154,6 +154,8 @@ impl<'a> Planner<'a> {
                     let took = fmt_duration(elapsed(r.started_at.unwrap_or(now), now));
                     d.row.outcome = Outcome::Succeeded;
                     d.row.finished_at = Some(now);
+                    // Swarm marks a job's task complete only when its container exited 0.
+                    d.row.exit_code = Some(0);
                     d.row.logs = log_tail(logs);
                     d.row.message = format!("succeeded in {took}");
                     d.remove = Some(job);
