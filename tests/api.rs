@@ -298,10 +298,11 @@ fn dashboard_shows_status_and_live_events_and_sync_needs_the_token() {
 
     let w = World::new("api");
     let (web, worker) = (w.svc("web"), w.svc("worker"));
+    let report = w.svc("report");
     w.write(
         "app.yaml",
         &format!(
-            "{}{}{}",
+            "{}{}{}---\napiVersion: steward.io/v1alpha1\nkind: Schedule\nmetadata:\n  name: {report}\nspec:\n  schedule: \"*/3 * * * * *\"\n  job:\n    imageFrom: {{service: {web}}}\n    command: [/demo-app, task, report]\n",
             w.stack_doc(false),
             w.service_doc("web", "taxcollector-demo:v1", 2, ""),
             w.service_doc("worker", "taxcollector-demo:v1", 1, "")
@@ -356,6 +357,24 @@ fn dashboard_shows_status_and_live_events_and_sync_needs_the_token() {
         "{text}"
     );
     assert!(!text.contains("DriftCorrected"), "no drift yet: {text}");
+
+    // The schedule, with its next run and a timeline of succeeded runs (its job runs the image
+    // the web service runs).
+    let schedule_row = format!(r#"document.querySelector('#schedules tr[data-schedule="{report}"]')"#);
+    wait_for("the schedule's runs on the timeline", Duration::from_secs(40), || {
+        let n = page
+            .eval(&format!(
+                r#"{schedule_row}?.querySelectorAll('.timeline .run[data-outcome="Succeeded"]').length ?? 0"#
+            ))
+            .as_u64()?;
+        (n >= 1).then_some(())
+    });
+    let next = page
+        .eval(&format!("{schedule_row}.querySelector('td.next').innerText"))
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!next.is_empty() && next != "—", "next run shown: {next:?}");
 
     // A drift, corrected by steward, reaches the open page through the event stream: the page
     // is never reloaded (the marker set now would not survive a reload).

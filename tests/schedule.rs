@@ -67,7 +67,9 @@ fn every_five_seconds_runs_on_its_instants_and_records_each_outcome_once() {
             )
         ),
     );
-    w.spawn_run(&[]);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    w.spawn_run(&["--listen", &listen]);
     let done = wait_for("three succeeded runs", Duration::from_secs(60), || {
         let r = runs(&w, &name);
         (with_outcome(&r, "Succeeded").len() >= 3).then_some(r)
@@ -120,6 +122,47 @@ fn every_five_seconds_runs_on_its_instants_and_records_each_outcome_once() {
         let left = job_services(&name);
         (!left.iter().any(|j| ok_jobs.contains(j))).then_some(())
     });
+    // Metrics and the API say the same.
+    let (code, metrics) = http_get(port, "/metrics").expect("/metrics answers");
+    assert_eq!(code, 200);
+    let counted = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("steward_schedule_runs_total{")
+                && l.contains(&format!("schedule=\"{name}\""))
+                && l.contains("outcome=\"Succeeded\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("steward_schedule_runs_total for {name}:\n{metrics}"));
+    assert!(counted >= 3.0, "{counted}");
+    for gauge in [
+        "steward_schedule_last_success_timestamp_seconds",
+        "steward_schedule_next_run_timestamp_seconds",
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(gauge) && l.contains(&format!("schedule=\"{name}\""))),
+            "{gauge} for {name}:\n{metrics}"
+        );
+    }
+    let (code, body) = http_get(port, &format!("/api/v1/runs?schedule={name}&limit=2")).expect("/api/v1/runs answers");
+    assert_eq!(code, 200, "{body}");
+    let api_runs: Vec<serde_json::Value> = serde_json::from_str(&body).expect("runs JSON");
+    assert_eq!(api_runs.len(), 2);
+    assert!(
+        api_runs[0]["scheduledAt"].as_str() > api_runs[1]["scheduledAt"].as_str(),
+        "newest first"
+    );
+    assert!(api_runs[0].get("logs").is_none(), "listings carry no logs");
+    // `steward status` lists the schedule with its next run.
+    let table = stdout(&w.steward(&["status"]));
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&name) && l.contains("*/5 * * * * * (UTC)")),
+        "{table}"
+    );
     assert!(w.stop(0).success());
 }
 

@@ -242,7 +242,13 @@ fn statuses_no_longer_reported_are_forgotten_the_stack_is_kept() {
     let mut schedule = services[0].clone();
     schedule.kind = "Schedule".into();
     schedule.name = "db-backup".into();
-    let stored = vec![stack_status(&i, &services), services[0].clone(), gone, renamed, schedule];
+    let stored = vec![
+        stack_status(&i, &services),
+        services[0].clone(),
+        gone,
+        renamed,
+        schedule,
+    ];
     assert_eq!(
         forgotten(&stored, &services, "shop"),
         [

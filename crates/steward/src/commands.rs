@@ -588,10 +588,43 @@ fn status(cli: &Cli, output: Format, server: Option<&str>) -> anyhow::Result<u8>
                     ],
                     &rows,
                 )
+                + &schedules_table(&all)
         },
         || serde_json::json!({ "items": all, "source": source }),
     );
     Ok(0)
+}
+
+/// Schedules with their next run and last outcome, below the resources (empty without any).
+fn schedules_table(all: &[ResourceStatus]) -> String {
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .filter(|s| s.kind == "Schedule")
+        .map(|s| {
+            let d = s.details.clone().unwrap_or_default();
+            let text = |k: &str| d[k].as_str().map_or("-".to_string(), String::from);
+            vec![
+                s.name.clone(),
+                format!("{} ({})", text("schedule"), text("timeZone")),
+                if d["suspended"] == true {
+                    "suspended".into()
+                } else {
+                    text("nextScheduleTime")
+                },
+                text("lastOutcome"),
+                text("lastSuccessfulTime"),
+                d["active"].as_array().map_or(0, Vec::len).to_string(),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    "\n".to_string()
+        + &table(
+            &["SCHEDULE", "WHEN", "NEXT RUN", "LAST OUTCOME", "LAST SUCCESS", "ACTIVE"],
+            &rows,
+        )
 }
 
 pub(crate) fn event_rows(evs: &[EventRecord]) -> Vec<Vec<String>> {
