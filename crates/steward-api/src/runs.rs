@@ -36,18 +36,6 @@ pub async fn list(State(s): State<AppState>, Query(q): Query<RunsQuery>) -> Resu
     let schedule = q.schedule.filter(|x| !x.is_empty());
     let runs = blocking(move || store.runs(schedule.as_deref(), Some(limit))).await?;
     Ok(Json(serde_json::Value::Array(
-        runs.iter()
-            .map(|r| {
-                let mut v = serde_json::to_value(r).unwrap_or_default();
-                if let Some(o) = v.as_object_mut() {
-                    o.remove("logs");
-                    o.insert(
-                        "durationSeconds".into(),
-                        r.duration().map_or(serde_json::Value::Null, |d| d.as_secs_f64().into()),
-                    );
-                }
-                v
-            })
-            .collect(),
+        runs.iter().map(steward_schedule::Run::listing_json).collect(),
     )))
 }

@@ -10,7 +10,7 @@ use steward_store::EventFilter;
 
 use crate::commands::{ago, event_rows, manifest_paths, open_store, EVENT_HEADER};
 use crate::output::{emit, table, Format};
-use crate::schedules::{run_json, run_rows, RUN_HEADER};
+use crate::schedules::{run_rows, RUN_HEADER};
 use crate::Cli;
 
 /// Events shown with an object.
@@ -143,7 +143,7 @@ pub fn describe(cli: &Cli, object: &str, paths: &[PathBuf], output: Format) -> a
         || {
             serde_json::json!({
                 "object": object.to_string(), "spec": spec, "status": status,
-                "runs": runs.iter().map(run_json).collect::<Vec<_>>(), "events": events,
+                "runs": runs.iter().map(steward_schedule::Run::listing_json).collect::<Vec<_>>(), "events": events,
             })
         },
     );

@@ -17,20 +17,6 @@ use crate::commands::{manifest_paths, open_store, swarm};
 use crate::output::{emit, table, Format};
 use crate::Cli;
 
-/// A run as `steward runs -o json` prints it: the stored run without its logs (see `describe`),
-/// plus its duration.
-pub fn run_json(r: &Run) -> serde_json::Value {
-    let mut v = serde_json::to_value(r).expect("a run serializes");
-    if let Some(o) = v.as_object_mut() {
-        o.remove("logs");
-        o.insert(
-            "durationSeconds".into(),
-            r.duration().map_or(serde_json::Value::Null, |d| d.as_secs_f64().into()),
-        );
-    }
-    v
-}
-
 pub fn run_rows(runs: &[Run]) -> Vec<Vec<String>> {
     runs.iter()
         .map(|r| {
@@ -75,7 +61,7 @@ pub fn runs(cli: &Cli, schedule: Option<&str>, limit: usize, output: Format) -> 
             }
             table(&RUN_HEADER, &run_rows(&runs))
         },
-        || serde_json::Value::Array(runs.iter().map(run_json).collect()),
+        || serde_json::Value::Array(runs.iter().map(Run::listing_json).collect()),
     );
     Ok(0)
 }

@@ -182,6 +182,8 @@ pub struct Plan {
     pub requeue: Requeue,
     pub status: ScheduleStatus,
     pub conditions: Conditions,
+    /// What a due run waits on (the Service `imageFrom` names, while its image is unknown).
+    pub waiting: Option<steward_core::WaitingOn>,
 }
 
 /// Plans one reconcile of one schedule.

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use steward_core::{rfc3339, Observation, Requeue};
+use steward_core::{rfc3339, ObjectRef, Observation, Requeue, WaitingOn};
 use time::OffsetDateTime;
 
 use crate::model::ScheduleState;
@@ -329,10 +329,18 @@ impl<'a> Planner<'a> {
     }
 
     fn waiting_for_image(&self, reason: &str) -> String {
-        match &self.s.job.image_from {
-            Some(svc) => format!("waiting for the image of Service {svc}: {reason}"),
+        match self.image_dependency(reason) {
+            Some(w) => w.to_string(),
             None => format!("waiting for the image: {reason}"),
         }
+    }
+
+    /// A run that cannot start until `imageFrom`'s service runs is waiting on that object.
+    fn image_dependency(&self, reason: &str) -> Option<WaitingOn> {
+        self.s.job.image_from.as_ref().map(|svc| WaitingOn::Dependency {
+            object: ObjectRef::service(svc.as_str()),
+            reason: reason.to_string(),
+        })
     }
 
     fn still_active(&self) -> Vec<usize> {
@@ -592,7 +600,22 @@ impl<'a> Planner<'a> {
 
         let prune = prune(&view, s);
         let status = status(&view, s, next);
-        let conditions = conditions(&view, s, next);
+        let mut conditions = conditions(&view, s, next);
+        // A run due but unable to start because the service it takes its image from is not
+        // known: status says so, naming the object waited on.
+        let waiting = match &self.input.image {
+            Observation::Unknown { reason }
+                if view
+                    .iter()
+                    .any(|r| r.outcome == Outcome::Pending && r.retry_at.is_none_or(|t| t <= now)) =>
+            {
+                self.image_dependency(reason)
+            }
+            _ => None,
+        };
+        if let Some(w) = &waiting {
+            conditions.progressing = (true, "WaitingOn", w.to_string());
+        }
 
         let mut plan = Plan {
             record: self.records,
@@ -606,6 +629,7 @@ impl<'a> Planner<'a> {
             requeue: self.requeue,
             status,
             conditions,
+            waiting,
         };
         for d in self.decisions {
             if d.row != d.orig {

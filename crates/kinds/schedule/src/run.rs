@@ -165,6 +165,21 @@ impl Run {
         }
     }
 
+    /// The run as listings show it (`steward runs -o json`, `GET /api/v1/runs`): every field but
+    /// its logs (64 KiB each; `steward describe` shows them), plus `durationSeconds`.
+    pub fn listing_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("a run serializes");
+        if let Some(o) = v.as_object_mut() {
+            o.remove("logs");
+            o.insert(
+                "durationSeconds".into(),
+                self.duration()
+                    .map_or(serde_json::Value::Null, |d| d.as_secs_f64().into()),
+            );
+        }
+        v
+    }
+
     /// Seconds from start to finish, when both are known.
     pub fn duration(&self) -> Option<std::time::Duration> {
         let (s, f) = (self.started_at?, self.finished_at?);

@@ -272,10 +272,19 @@ fn an_unknown_image_waits_then_the_run_is_missed_past_its_deadline() {
     assert_eq!(p.record[0].outcome, Outcome::Pending);
     assert_eq!(
         p.record[0].message,
-        "waiting for the image of Service web: Service web is not running"
+        "waiting on Service/web: Service web is not running"
     );
     assert!(p.start.is_empty());
     assert_eq!(reasons(&p), [Reason::ImageUnknown]);
+    // Status names the object waited on, typed.
+    assert_eq!(
+        p.waiting,
+        Some(steward_core::WaitingOn::Dependency {
+            object: steward_core::ObjectRef::service("web"),
+            reason: "Service web is not running".into()
+        })
+    );
+    assert_eq!(p.conditions.progressing.1, "WaitingOn");
     assert_eq!(p.requeue, Requeue::After(secs(5)));
 
     // Still unknown within the deadline: waits quietly (no event, no write).
