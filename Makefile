@@ -42,7 +42,7 @@ test: swarm demo-images prometheus postgres chromium build
 
 ## Fast tests only (no Docker needed).
 test-unit:
-	$(CARGO) test -p steward-spec -p steward-plan -p steward-store -p steward-controller -p demo-app
+	$(CARGO) test -p steward-core -p steward-spec -p steward-manifest -p steward-schedule -p steward-plan -p steward-store -p steward-controller -p demo-app
 
 ## Regenerate the committed JSON Schema (a test fails when it is stale).
 schema:
@@ -51,6 +51,7 @@ schema:
 ## Benchmarks; results are recorded in docs/BENCHMARKS.md.
 bench: swarm demo-images
 	$(CARGO) bench -p steward-plan --bench plan
+	$(CARGO) bench -p steward-schedule --bench plan
 	scripts/bench-swarm.sh
 
 fmt:
@@ -60,6 +61,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## Remove the demo stack's services (only those steward owns for stack "demo").
+## Remove the demo stack's services and jobs (only those steward owns for stack "demo").
 clean-demo:
 	docker service ls -q --filter label=steward.io/stack=demo | xargs -r docker service rm
+	docker service ls -q --filter label=steward.io/job-stack=demo | xargs -r docker service rm
