@@ -26,8 +26,9 @@ impl Controller {
     /// wedging the loop.
     pub fn load_rollout(&self) -> Option<Rollout> {
         let text = self.store.get_meta(META_ROLLOUT).ok().flatten()?;
-        match serde_json::from_str(&text) {
-            Ok(r) => Some(r),
+        // `null` is what `save_rollout(None)` writes: no rollout, nothing unreadable.
+        match serde_json::from_str::<Option<Rollout>>(&text) {
+            Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "dropping unreadable rollout record");
                 None
