@@ -179,7 +179,15 @@ async fn run(o: &Opts) -> anyhow::Result<String> {
             break;
         }
         if Instant::now() > deadline {
-            bail!("only {done} runs finished in time");
+            let outcomes: Vec<String> = store
+                .runs(Some(&name), None)?
+                .iter()
+                .map(|r| format!("{} {}", r.outcome.as_str(), r.message))
+                .collect();
+            bail!(
+                "only {done} runs succeeded in time; log {}; runs: {outcomes:?}",
+                dir.path().join("late.log").display()
+            );
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }

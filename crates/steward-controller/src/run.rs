@@ -338,6 +338,13 @@ pub async fn run(mut ctl: Controller, mut opts: RunOptions, shutdown: impl Futur
             let requeue = done
                 .requeue
                 .min(Requeue::After(opts.resync), time::OffsetDateTime::now_utc());
+            tracing::debug!(
+                object = %object,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                requeue = ?requeue,
+                conflict = done.conflict,
+                "schedule reconciled"
+            );
             queue.requeue(
                 object,
                 requeue,

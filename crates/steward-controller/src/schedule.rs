@@ -159,7 +159,11 @@ pub async fn reconcile<J: Jobs>(
         if let Some(job) = &r.job {
             let obs = match jobs.status(job).await {
                 Ok(o) => Observation::Known(o),
-                Err(e) => Observation::unknown(e),
+                Err(e) => {
+                    // Nothing is decided about the run meanwhile; say why.
+                    tracing::warn!(schedule = %s.name, job = %job, error = %e, "cannot read the job's state");
+                    Observation::unknown(e)
+                }
             };
             observed.insert(job.to_string(), obs);
         }
