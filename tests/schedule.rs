@@ -324,11 +324,11 @@ fn job_instant(job: &str) -> String {
 }
 
 #[test]
-fn two_controllers_on_one_postgres_store_run_each_instant_once() {
-    if !require_swarm("two_controllers_on_one_postgres_store_run_each_instant_once") {
+fn two_controllers_on_one_postgres_store_run_each_instant_once_across_a_failover() {
+    if !require_swarm("two_controllers_on_one_postgres_store_run_each_instant_once_across_a_failover") {
         return;
     }
-    let Some(db) = PgDb::create("two_controllers_on_one_postgres_store_run_each_instant_once") else {
+    let Some(db) = PgDb::create("two_controllers_on_one_postgres_store_run_each_instant_once_across_a_failover") else {
         return;
     };
     let mut w = World::new("schedha");
@@ -342,12 +342,40 @@ fn two_controllers_on_one_postgres_store_run_each_instant_once() {
             schedule_doc(&name, "*/3 * * * * *", "", "[/demo-app, task, tick]")
         ),
     );
-    w.spawn_run(&[]);
-    w.spawn_run(&[]);
-    let r = wait_for("five succeeded runs", Duration::from_secs(60), || {
-        let r = runs(&w, &name);
-        (with_outcome(&r, "Succeeded").len() >= 5).then_some(r)
+    let a = w.spawn_run(&[]);
+    wait_for("a leader", Duration::from_secs(30), || {
+        w.events_json()
+            .iter()
+            .any(|e| e["reason"] == "LeadershipAcquired")
+            .then_some(())
     });
+    let b = w.spawn_run(&[]);
+    wait_for("three succeeded runs", Duration::from_secs(60), || {
+        let r = runs(&w, &name);
+        (with_outcome(&r, "Succeeded").len() >= 3).then_some(())
+    });
+    // The leader dies mid-stream; the standby takes over and goes on with the next instants.
+    w.child(a).kill().unwrap();
+    w.child(a).wait().unwrap();
+    let pid_b = w.child(b).id();
+    wait_for("the standby leads", Duration::from_secs(20), || {
+        w.events_json()
+            .iter()
+            .any(|e| {
+                e["reason"] == "LeadershipAcquired"
+                    && e["message"].as_str().unwrap().contains(&format!(":{pid_b} leads"))
+            })
+            .then_some(())
+    });
+    let before = with_outcome(&runs(&w, &name), "Succeeded").len();
+    let r = wait_for(
+        "three more succeeded runs under the new leader",
+        Duration::from_secs(60),
+        || {
+            let r = runs(&w, &name);
+            (with_outcome(&r, "Succeeded").len() >= before + 3).then_some(r)
+        },
+    );
     let mut seen = std::collections::BTreeSet::new();
     for run in &r {
         assert!(
@@ -369,5 +397,11 @@ fn two_controllers_on_one_postgres_store_run_each_instant_once() {
         .into_iter()
         .filter(|e| e["reason"] == "LeadershipAcquired")
         .count();
-    assert_eq!(leaders, 1);
+    assert_eq!(leaders, 2, "the first leader, then the one that took over");
+    // No run is left without an outcome by the failover: at most the newest is still active.
+    let active = r
+        .iter()
+        .filter(|x| x["outcome"] == "Running" || x["outcome"] == "Pending")
+        .count();
+    assert!(active <= 1, "{r:?}");
 }

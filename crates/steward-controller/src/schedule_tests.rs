@@ -223,3 +223,29 @@ async fn a_run_scope_drives_one_manual_run_and_nothing_else() {
         "no status from a one-run scope"
     );
 }
+
+#[tokio::test]
+async fn an_idle_resync_reads_the_status_instead_of_rewriting_it() {
+    let (_d, store) = store();
+    let jobs = FakeJobs::default();
+    // Never due in the window: 1 January only.
+    let s = ScheduleState::new(
+        "yearly",
+        CronSchedule::parse("0 0 1 1 *", "UTC").unwrap(),
+        JobState::image("taxcollector-demo:v1"),
+    );
+    pass(&store, &jobs, &s, T0).await;
+    let written = store.status("Schedule", "yearly").unwrap().unwrap().last_reconcile;
+    pass(&store, &jobs, &s, T0 + 30).await;
+    assert_eq!(
+        store.status("Schedule", "yearly").unwrap().unwrap().last_reconcile,
+        written,
+        "nothing changed: not rewritten"
+    );
+    pass(&store, &jobs, &s, T0 + 301).await;
+    assert_eq!(
+        store.status("Schedule", "yearly").unwrap().unwrap().last_reconcile,
+        at(T0 + 301),
+        "rewritten once it is five minutes old"
+    );
+}
