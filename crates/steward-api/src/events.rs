@@ -35,6 +35,19 @@ pub struct ListQuery {
     limit: Option<String>,
 }
 
+/// A listing's `limit` parameter: `default` when absent or empty, else a number from 1 to `max`.
+pub fn parse_limit(limit: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match limit {
+        None | Some("") => Ok(default),
+        Some(n) => match n.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::BadRequest(format!(
+                "limit: expected a number from 1 to {max}"
+            ))),
+        },
+    }
+}
+
 /// Events oldest first. `since` is an RFC 3339 time or a duration back from now (`10m`);
 /// `object` is `Kind/name`; `limit` keeps the newest N (default 1000, at most 10000).
 pub async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Result<Json<Vec<EventRecord>>, ApiError> {
@@ -45,17 +58,7 @@ pub async fn list(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Resu
             .map(|t| parse_since(t, OffsetDateTime::now_utc()))
             .transpose()?,
         object: q.object.filter(|o| !o.is_empty()),
-        limit: Some(match q.limit.as_deref() {
-            None | Some("") => DEFAULT_LIMIT,
-            Some(n) => match n.parse::<usize>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-                _ => {
-                    return Err(ApiError::BadRequest(format!(
-                        "limit: expected a number from 1 to {MAX_LIMIT}"
-                    )))
-                }
-            },
-        }),
+        limit: Some(parse_limit(q.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?),
     };
     let store = s.api.store.clone();
     Ok(Json(blocking(move || store.events(&filter)).await?))

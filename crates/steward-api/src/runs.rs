@@ -21,17 +21,7 @@ pub struct RunsQuery {
 /// `scheduledAt`, `startedAt`, `finishedAt`, `outcome`, `exitCode`, `trigger`, `attempt`, `job`,
 /// `message`, `durationSeconds`.
 pub async fn list(State(s): State<AppState>, Query(q): Query<RunsQuery>) -> Result<Json<serde_json::Value>, ApiError> {
-    let limit = match q.limit.as_deref() {
-        None | Some("") => DEFAULT_LIMIT,
-        Some(n) => match n.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "limit: expected a number from 1 to {MAX_LIMIT}"
-                )))
-            }
-        },
-    };
+    let limit = crate::events::parse_limit(q.limit.as_deref(), DEFAULT_LIMIT, MAX_LIMIT)?;
     let store = s.api.store.clone();
     let schedule = q.schedule.filter(|x| !x.is_empty());
     let runs = blocking(move || store.runs(schedule.as_deref(), Some(limit))).await?;
