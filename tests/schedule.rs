@@ -195,6 +195,15 @@ fn failing_and_hanging_jobs_and_manual_triggers() {
     let m = w.manifests();
     let m = m.to_str().unwrap();
 
+    // `steward plan` says what the schedules will do next; there is nothing to apply ahead.
+    let o = w.steward(&["plan", m]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(&format!("Schedule/{ok}  0 0 1 1 * (UTC): next run ")),
+        "{}",
+        stdout(&o)
+    );
+
     // No controller runs: the store arbitrates, the CLI drives the run itself.
     let t0 = Instant::now();
     let o = w.steward(&["trigger", &ok, "--path", m]);

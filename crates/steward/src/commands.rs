@@ -123,8 +123,8 @@ pub(crate) fn swarm(cli: &Cli) -> anyhow::Result<Swarm> {
 }
 
 async fn plan(cli: &Cli, paths: &[PathBuf], output: Format) -> anyhow::Result<u8> {
-    let desired = match prepare(paths) {
-        Ok(d) => d,
+    let (desired, schedules) = match steward_controller::prepare_all(paths) {
+        Ok(p) => (p.desired, p.schedules),
         Err(PrepareError::Invalid(errs)) => {
             for e in &errs.0 {
                 println!("{e}");
@@ -148,7 +148,16 @@ async fn plan(cli: &Cli, paths: &[PathBuf], output: Format) -> anyhow::Result<u8
     };
     // The pass's own pipeline (effective desired state, plan, rollout annotation).
     let p = steward_plan::pipeline(&desired, rollout.as_ref(), &observed).plan;
-    emit(output, || p.display(), || p.to_json());
+    let active = if cli.state.exists() || cli.store.is_some() {
+        open_store(cli)?.active_runs()?
+    } else {
+        Vec::new()
+    };
+    emit(
+        output,
+        || p.display() + &schedule_lines(&schedules, &active),
+        || p.to_json(),
+    );
     Ok(if unknown || p.errors().next().is_some() {
         1
     } else if !p.actions.is_empty() {
@@ -156,6 +165,38 @@ async fn plan(cli: &Cli, paths: &[PathBuf], output: Format) -> anyhow::Result<u8
     } else {
         0
     })
+}
+
+/// What the schedules will do next: their next instant, and runs in progress. A schedule's
+/// runs are decided when they are due, so there is nothing to apply ahead of time.
+fn schedule_lines(schedules: &[steward_schedule::ScheduleState], active: &[steward_schedule::Run]) -> String {
+    if schedules.is_empty() {
+        return String::new();
+    }
+    let now = OffsetDateTime::now_utc();
+    let mut out = String::from("\nschedules:\n");
+    for s in schedules {
+        let next = if s.suspend {
+            "suspended".to_string()
+        } else {
+            s.cron
+                .next_after(now)
+                .map_or("never".into(), |t| format!("next run {}", steward_core::rfc3339(t)))
+        };
+        let running = active.iter().filter(|r| r.schedule == s.name).count();
+        out.push_str(&format!(
+            "  Schedule/{}  {} ({}): {next}{}\n",
+            s.name,
+            s.cron.expr(),
+            s.cron.time_zone(),
+            if running > 0 {
+                format!("; {running} run(s) in progress")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    out
 }
 
 pub(crate) fn open_store(cli: &Cli) -> anyhow::Result<Arc<Store>> {
