@@ -81,6 +81,16 @@ fn store() -> (tempfile::TempDir, Store) {
     (dir, store)
 }
 
+/// The stored run of `schedule` for the instant `secs`.
+fn run_of(store: &Store, schedule: &str, secs: i64) -> Run {
+    store
+        .runs(Some(schedule), None)
+        .unwrap()
+        .into_iter()
+        .find(|r| r.scheduled_at == at(secs))
+        .unwrap_or_else(|| panic!("a run of {schedule} for {}", at(secs)))
+}
+
 async fn pass(store: &Store, jobs: &FakeJobs, s: &ScheduleState, now: i64) -> super::schedule::Reconciled {
     let ctx = Context {
         stack: "demo",
@@ -178,22 +188,12 @@ async fn an_unreadable_engine_decides_nothing_about_a_running_run() {
     *jobs.down.lock().unwrap() = true;
     // Past its timeout, but Swarm cannot be read: not stopped, not failed, not TimedOut.
     pass(&store, &jobs, &s, T0 + 9).await;
-    let run = store
-        .runs(Some("tick"), None)
-        .unwrap()
-        .into_iter()
-        .find(|r| r.scheduled_at == at(T0 + 5))
-        .unwrap();
+    let run = run_of(&store, "tick", T0 + 5);
     assert_eq!(run.outcome, Outcome::Running);
     assert!(jobs.removed.lock().unwrap().is_empty());
     *jobs.down.lock().unwrap() = false;
     pass(&store, &jobs, &s, T0 + 9).await;
-    let run = store
-        .runs(Some("tick"), None)
-        .unwrap()
-        .into_iter()
-        .find(|r| r.scheduled_at == at(T0 + 5))
-        .unwrap();
+    let run = run_of(&store, "tick", T0 + 5);
     assert_eq!(run.outcome, Outcome::TimedOut);
 }
 
