@@ -6,4 +6,6 @@ pub mod jobs;
 pub mod notify;
 pub mod probe;
 pub mod prometheus;
+pub mod service_spec;
 pub mod swarm;
+mod task_spec;

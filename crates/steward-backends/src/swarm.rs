@@ -1,18 +1,20 @@
 //! Docker Swarm through the Engine API (bollard).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bollard::models::*;
-use bollard::query_parameters::{EventsOptions, ListServicesOptions, UpdateServiceOptions};
+use bollard::query_parameters::{
+    EventsOptions, ListConfigsOptions, ListNetworksOptions, ListSecretsOptions, ListServicesOptions,
+    UpdateServiceOptions,
+};
 use bollard::{ClientVersion, Docker};
 use futures_util::{Stream, StreamExt};
 use steward_plan::model::labels;
-use steward_plan::{
-    round_ratio, Amounts, DesiredService, Observed, ObservedService, Owner, PolicyState, PortState, ServiceState,
-    UpdateState, UpdateStatus,
-};
+use steward_plan::{DesiredService, ObjectData, ObjectKind, Observed, ObservedObject, ObservedService};
+
+use crate::service_spec::{from_swarm, to_swarm, NetworkNames, Refs};
 
 /// The engines on these machines speak API 1.41 (Docker 20.10); bollard's default is newer and
 /// would be refused with "client version is too new".
@@ -137,15 +139,159 @@ impl Swarm {
         &self.docker
     }
 
-    /// Reads the services owned by `stack` and any service named in `desired_names`.
-    /// One list call when every desired service is already owned (the steady state), two otherwise.
+    /// Reads the services owned by `stack` and any service named in `desired_names`, and the
+    /// secrets and configs the stack owns. The three lists run concurrently; one more call
+    /// (networks, to name attachments Swarm reports by id) only when a service is attached to one.
     pub async fn observe(&self, stack: &str, desired_names: &[&str]) -> Observed {
-        match self.try_observe(stack, desired_names).await {
-            Ok(services) => Observed::Known { services },
-            Err(e) => Observed::Unknown {
+        let owned_filter = || HashMap::from([("label".to_string(), vec![format!("{}={stack}", labels::STACK)])]);
+        let (services, secrets, configs) = futures_util::join!(
+            self.try_observe(stack, desired_names),
+            self.list_objects(ObjectKind::Secret, owned_filter()),
+            self.list_objects(ObjectKind::Config, owned_filter()),
+        );
+        match (services, secrets, configs) {
+            (Ok(services), Ok(mut objects), Ok(configs)) => {
+                objects.extend(configs);
+                Observed::Known { services, objects }
+            }
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Observed::Unknown {
                 reason: error_chain(&e),
             },
         }
+    }
+
+    /// Swarm secrets or configs matching `filters`.
+    pub async fn list_objects(
+        &self,
+        kind: ObjectKind,
+        filters: HashMap<String, Vec<String>>,
+    ) -> Result<Vec<ObservedObject>, SwarmError> {
+        self.read();
+        let found: Vec<(Option<String>, Option<String>, Option<HashMap<String, String>>)> = match kind {
+            ObjectKind::Secret => self
+                .docker
+                .list_secrets(Some(ListSecretsOptions { filters: Some(filters) }))
+                .await
+                .map_err(|e| SwarmError::from_api("list secrets", "", 0, e))?
+                .into_iter()
+                .map(|s| {
+                    let spec = s.spec.unwrap_or_default();
+                    (s.id, spec.name, spec.labels)
+                })
+                .collect(),
+            ObjectKind::Config => self
+                .docker
+                .list_configs(Some(ListConfigsOptions { filters: Some(filters) }))
+                .await
+                .map_err(|e| SwarmError::from_api("list configs", "", 0, e))?
+                .into_iter()
+                .map(|s| {
+                    let spec = s.spec.unwrap_or_default();
+                    (s.id, spec.name, spec.labels)
+                })
+                .collect(),
+        };
+        let mut out: Vec<ObservedObject> = found
+            .into_iter()
+            .map(|(id, name, labels)| ObservedObject {
+                kind,
+                id: id.unwrap_or_default(),
+                name: name.unwrap_or_default(),
+                service: labels.and_then(|l| l.get(labels::SERVICE).cloned()),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Creates a steward-owned secret or config. One that already exists under this versioned
+    /// name has this very content (the name is its hash): that counts as done.
+    pub async fn create_object(&self, stack: &str, name: &str, data: &ObjectData) -> Result<String, SwarmError> {
+        use base64::Engine as _;
+        self.write();
+        let labels = HashMap::from([
+            (labels::MANAGED_BY.to_string(), labels::MANAGED_BY_VALUE.to_string()),
+            (labels::STACK.to_string(), stack.to_string()),
+            (labels::SERVICE.to_string(), data.service.clone()),
+        ]);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(data.data.as_bytes());
+        let r = match data.kind {
+            ObjectKind::Secret => {
+                self.docker
+                    .create_secret(SecretSpec {
+                        name: Some(name.to_string()),
+                        labels: Some(labels),
+                        data: Some(encoded),
+                        ..Default::default()
+                    })
+                    .await
+            }
+            ObjectKind::Config => {
+                self.docker
+                    .create_config(ConfigSpec {
+                        name: Some(name.to_string()),
+                        labels: Some(labels),
+                        data: Some(encoded),
+                        ..Default::default()
+                    })
+                    .await
+            }
+        };
+        match r {
+            Ok(r) => Ok(r.id),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(String::new()),
+            // Swarm's message never holds the data; it names the object.
+            Err(e) => Err(SwarmError::from_api("create", name, 0, e)),
+        }
+    }
+
+    pub async fn remove_object(&self, kind: ObjectKind, id: &str, name: &str) -> Result<(), SwarmError> {
+        self.write();
+        let r = match kind {
+            ObjectKind::Secret => self.docker.delete_secret(id).await,
+            ObjectKind::Config => self.docker.delete_config(id).await,
+        };
+        match r {
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(e) => Err(SwarmError::from_api("remove", name, 0, e)),
+        }
+    }
+
+    /// Names of every network, by id.
+    async fn network_names(&self) -> Result<NetworkNames, SwarmError> {
+        self.read();
+        let nets = self
+            .docker
+            .list_networks(None::<ListNetworksOptions>)
+            .await
+            .map_err(|e| SwarmError::from_api("list networks", "", 0, e))?;
+        Ok(nets.into_iter().filter_map(|n| Some((n.id?, n.name?))).collect())
+    }
+
+    /// Ids of the secrets and configs `d` mounts (Swarm's references need them): one list call
+    /// per kind used, only when writing.
+    async fn refs(&self, d: &DesiredService) -> Result<Refs, SwarmError> {
+        let mut refs = Refs::default();
+        for (kind, files, map) in [
+            (ObjectKind::Secret, &d.state.task.secrets, &mut refs.secrets),
+            (ObjectKind::Config, &d.state.task.configs, &mut refs.configs),
+        ] {
+            if files.is_empty() {
+                continue;
+            }
+            let names: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
+            let found = self
+                .list_objects(kind, HashMap::from([("name".to_string(), names.clone())]))
+                .await?;
+            // The name filter matches prefixes: exact names only.
+            map.extend(
+                found
+                    .into_iter()
+                    .filter(|o| names.contains(&o.name))
+                    .map(|o| (o.name, o.id)),
+            );
+        }
+        Ok(refs)
     }
 
     async fn try_observe(&self, stack: &str, desired_names: &[&str]) -> Result<Vec<ObservedService>, SwarmError> {
@@ -155,24 +301,36 @@ impl Swarm {
                 vec![format!("{}={stack}", labels::STACK)],
             )]))
             .await?;
-        let mut out: Vec<ObservedService> = owned.iter().filter_map(|s| from_swarm(s, stack)).collect();
         let missing: Vec<String> = desired_names
             .iter()
-            .filter(|n| !out.iter().any(|o| o.name == **n))
+            .filter(|n| !owned.iter().any(|o| service_name(o) == Some(**n)))
             .map(|n| n.to_string())
             .collect();
+        let mut all = owned;
         if !missing.is_empty() {
             // The name filter matches prefixes: keep exact matches only.
             let named = self
                 .list(HashMap::from([("name".to_string(), missing.clone())]))
                 .await?;
-            out.extend(
+            all.extend(
                 named
-                    .iter()
-                    .filter_map(|s| from_swarm(s, stack))
-                    .filter(|o| missing.contains(&o.name)),
+                    .into_iter()
+                    .filter(|s| service_name(s).is_some_and(|n| missing.iter().any(|m| m == n))),
             );
         }
+        let attached = all.iter().any(|s| {
+            s.spec
+                .as_ref()
+                .and_then(|sp| sp.task_template.as_ref())
+                .and_then(|t| t.networks.as_ref())
+                .is_some_and(|n| !n.is_empty())
+        });
+        let networks = if attached {
+            self.network_names().await?
+        } else {
+            NetworkNames::new()
+        };
+        let mut out: Vec<ObservedService> = all.iter().filter_map(|s| from_swarm(s, stack, &networks)).collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
@@ -192,7 +350,7 @@ impl Swarm {
         self.write();
         let r = self
             .docker
-            .create_service(to_swarm(stack, d), None)
+            .create_service(to_swarm(stack, d, &self.refs(d).await?), None)
             .await
             .map_err(|e| SwarmError::from_api("create", &d.name, 0, e))?;
         Ok(r.id.unwrap_or_default())
@@ -205,10 +363,11 @@ impl Swarm {
             name: d.name.clone(),
             version,
         })?;
+        let refs = self.refs(d).await?;
         self.docker
             .update_service(
                 id,
-                to_swarm(stack, d),
+                to_swarm(stack, d, &refs),
                 UpdateServiceOptions {
                     version: version_i32,
                     ..Default::default()
@@ -287,8 +446,12 @@ impl Swarm {
     }
 }
 
+fn service_name(s: &Service) -> Option<&str> {
+    s.spec.as_ref()?.name.as_deref()
+}
+
 /// Swarm timestamps (`2026-11-24T00:05:21.27510Z`) as unix milliseconds.
-fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+pub(crate) fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
     Some((t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
@@ -303,306 +466,4 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
-}
-
-fn policy_update(p: &PolicyState) -> ServiceSpecUpdateConfig {
-    ServiceSpecUpdateConfig {
-        parallelism: Some(p.parallelism as i64),
-        delay: Some(p.delay_ns),
-        failure_action: Some(match p.failure_action.as_str() {
-            "continue" => ServiceSpecUpdateConfigFailureActionEnum::CONTINUE,
-            "rollback" => ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK,
-            _ => ServiceSpecUpdateConfigFailureActionEnum::PAUSE,
-        }),
-        monitor: Some(p.monitor_ns),
-        max_failure_ratio: Some(p.max_failure_ratio),
-        order: Some(if p.order == "start-first" {
-            ServiceSpecUpdateConfigOrderEnum::START_FIRST
-        } else {
-            ServiceSpecUpdateConfigOrderEnum::STOP_FIRST
-        }),
-    }
-}
-
-fn policy_rollback(p: &PolicyState) -> ServiceSpecRollbackConfig {
-    ServiceSpecRollbackConfig {
-        parallelism: Some(p.parallelism as i64),
-        delay: Some(p.delay_ns),
-        failure_action: Some(if p.failure_action == "continue" {
-            ServiceSpecRollbackConfigFailureActionEnum::CONTINUE
-        } else {
-            ServiceSpecRollbackConfigFailureActionEnum::PAUSE
-        }),
-        monitor: Some(p.monitor_ns),
-        max_failure_ratio: Some(p.max_failure_ratio),
-        order: Some(if p.order == "start-first" {
-            ServiceSpecRollbackConfigOrderEnum::START_FIRST
-        } else {
-            ServiceSpecRollbackConfigOrderEnum::STOP_FIRST
-        }),
-    }
-}
-
-fn amounts_nonempty(a: &Amounts) -> bool {
-    a.nano_cpus.is_some() || a.memory_bytes.is_some()
-}
-
-/// The full Swarm spec for a desired service, ownership labels included.
-pub fn to_swarm(stack: &str, d: &DesiredService) -> ServiceSpec {
-    let s = &d.state;
-    let resources = (amounts_nonempty(&s.limits) || amounts_nonempty(&s.reservations)).then(|| TaskSpecResources {
-        limits: amounts_nonempty(&s.limits).then_some(Limit {
-            nano_cpus: s.limits.nano_cpus,
-            memory_bytes: s.limits.memory_bytes,
-            pids: None,
-        }),
-        reservations: amounts_nonempty(&s.reservations).then_some(ResourceObject {
-            nano_cpus: s.reservations.nano_cpus,
-            memory_bytes: s.reservations.memory_bytes,
-            generic_resources: None,
-        }),
-        ..Default::default()
-    });
-    let ports: Vec<EndpointPortConfig> = s
-        .ports
-        .iter()
-        .map(|p| EndpointPortConfig {
-            name: None,
-            protocol: Some(match p.protocol.as_str() {
-                "udp" => EndpointPortConfigProtocolEnum::UDP,
-                "sctp" => EndpointPortConfigProtocolEnum::SCTP,
-                _ => EndpointPortConfigProtocolEnum::TCP,
-            }),
-            target_port: Some(i64::from(p.target)),
-            published_port: p.published.map(i64::from),
-            publish_mode: Some(if p.mode == "host" {
-                EndpointPortConfigPublishModeEnum::HOST
-            } else {
-                EndpointPortConfigPublishModeEnum::INGRESS
-            }),
-        })
-        .collect();
-    ServiceSpec {
-        name: Some(d.name.clone()),
-        labels: Some(d.swarm_labels(stack).into_iter().collect()),
-        task_template: Some(TaskSpec {
-            container_spec: Some(TaskSpecContainerSpec {
-                image: Some(s.image.clone()),
-                command: (!s.command.is_empty()).then(|| s.command.clone()),
-                args: (!s.args.is_empty()).then(|| s.args.clone()),
-                env: (!s.env.is_empty()).then(|| s.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-                ..Default::default()
-            }),
-            resources,
-            ..Default::default()
-        }),
-        mode: Some(ServiceSpecMode {
-            replicated: Some(ServiceSpecModeReplicated {
-                replicas: Some(s.replicas as i64),
-            }),
-            ..Default::default()
-        }),
-        update_config: Some(policy_update(&s.update)),
-        rollback_config: Some(policy_rollback(&s.rollback)),
-        endpoint_spec: (!ports.is_empty()).then_some(EndpointSpec {
-            mode: None,
-            ports: Some(ports),
-        }),
-        networks: None,
-    }
-}
-
-/// Swarm's defaults for a service created without an update/rollback config.
-fn default_policy() -> PolicyState {
-    PolicyState {
-        parallelism: 1,
-        delay_ns: 0,
-        failure_action: "pause".into(),
-        monitor_ns: 5_000_000_000,
-        max_failure_ratio: 0.0,
-        order: "stop-first".into(),
-    }
-}
-
-fn nonzero(v: Option<i64>) -> Option<i64> {
-    v.filter(|n| *n != 0)
-}
-
-/// Normalizes a Swarm service into the planner's view. `None` for a service without a spec.
-pub fn from_swarm(s: &Service, stack: &str) -> Option<ObservedService> {
-    let spec = s.spec.as_ref()?;
-    let all_labels = spec.labels.clone().unwrap_or_default();
-    let owner = match all_labels.get(labels::STACK) {
-        Some(st) if st == stack => Owner::Us,
-        Some(st) => Owner::OtherStack(st.clone()),
-        None => Owner::Nobody,
-    };
-    let task = spec.task_template.clone().unwrap_or_default();
-    let c = task.container_spec.unwrap_or_default();
-    let res = task.resources.unwrap_or_default();
-    let limits = res.limits.unwrap_or_default();
-    let reservations = res.reservations.unwrap_or_default();
-    let mode = spec.mode.clone().unwrap_or_default();
-    let mut ports: Vec<PortState> = spec
-        .endpoint_spec
-        .as_ref()
-        .and_then(|e| e.ports.clone())
-        .unwrap_or_default()
-        .iter()
-        .map(|p| PortState {
-            target: p.target_port.unwrap_or(0) as u32,
-            published: p.published_port.filter(|n| *n != 0).map(|n| n as u32),
-            protocol: p.protocol.map_or("tcp".into(), |x| x.to_string().to_lowercase()),
-            mode: p
-                .publish_mode
-                .map_or("ingress".into(), |x| x.to_string().to_lowercase()),
-        })
-        .collect();
-    ports.sort();
-    let update = spec
-        .update_config
-        .as_ref()
-        .map_or_else(default_policy, |u| PolicyState {
-            parallelism: u.parallelism.unwrap_or(0) as u64,
-            delay_ns: u.delay.unwrap_or(0),
-            failure_action: u.failure_action.map_or("pause".into(), |x| x.to_string()),
-            monitor_ns: u.monitor.unwrap_or(0),
-            max_failure_ratio: round_ratio(u.max_failure_ratio.unwrap_or(0.0)),
-            order: u.order.map_or("stop-first".into(), |x| x.to_string()),
-        });
-    let rollback = spec
-        .rollback_config
-        .as_ref()
-        .map_or_else(default_policy, |u| PolicyState {
-            parallelism: u.parallelism.unwrap_or(0) as u64,
-            delay_ns: u.delay.unwrap_or(0),
-            failure_action: u.failure_action.map_or("pause".into(), |x| x.to_string()),
-            monitor_ns: u.monitor.unwrap_or(0),
-            max_failure_ratio: round_ratio(u.max_failure_ratio.unwrap_or(0.0)),
-            order: u.order.map_or("stop-first".into(), |x| x.to_string()),
-        });
-    let state = ServiceState {
-        image: c.image.unwrap_or_default(),
-        replicas: mode.replicated.as_ref().and_then(|r| r.replicas).unwrap_or(0).max(0) as u64,
-        command: c.command.unwrap_or_default(),
-        args: c.args.unwrap_or_default(),
-        env: c
-            .env
-            .unwrap_or_default()
-            .iter()
-            .map(|kv| match kv.split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => (kv.clone(), String::new()),
-            })
-            .collect(),
-        labels: all_labels
-            .iter()
-            .filter(|(k, _)| !k.starts_with("steward.io/"))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        ports,
-        limits: Amounts {
-            nano_cpus: nonzero(limits.nano_cpus),
-            memory_bytes: nonzero(limits.memory_bytes),
-        },
-        reservations: Amounts {
-            nano_cpus: nonzero(reservations.nano_cpus),
-            memory_bytes: nonzero(reservations.memory_bytes),
-        },
-        update,
-        rollback,
-    };
-    let secret_env: BTreeSet<String> = all_labels
-        .get(labels::SECRET_ENV)
-        .map(|v| v.split(',').filter(|s| !s.is_empty()).map(String::from).collect())
-        .unwrap_or_default();
-    let update_status = s.update_status.as_ref().and_then(|u| {
-        let state = match u.state? {
-            ServiceUpdateStatusStateEnum::UPDATING => UpdateState::Updating,
-            ServiceUpdateStatusStateEnum::PAUSED => UpdateState::Paused,
-            ServiceUpdateStatusStateEnum::COMPLETED => UpdateState::Completed,
-            ServiceUpdateStatusStateEnum::ROLLBACK_STARTED => UpdateState::RollbackStarted,
-            ServiceUpdateStatusStateEnum::ROLLBACK_PAUSED => UpdateState::RollbackPaused,
-            ServiceUpdateStatusStateEnum::ROLLBACK_COMPLETED => UpdateState::RollbackCompleted,
-            _ => return None,
-        };
-        Some(UpdateStatus {
-            state,
-            message: u.message.clone().unwrap_or_default(),
-            started_at_ms: u.started_at.as_deref().and_then(parse_rfc3339_ms),
-        })
-    });
-    Some(ObservedService {
-        id: s.id.clone().unwrap_or_default(),
-        name: spec.name.clone().unwrap_or_default(),
-        version: s.version.as_ref().and_then(|v| v.index).unwrap_or(0),
-        owner,
-        spec_hash: all_labels.get(labels::SPEC_HASH).cloned(),
-        secret_env,
-        replicated: mode.replicated.is_some(),
-        state,
-        running_tasks: s.service_status.as_ref().and_then(|st| st.running_tasks),
-        desired_tasks: s.service_status.as_ref().and_then(|st| st.desired_tasks),
-        update_status,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample() -> DesiredService {
-        let state = ServiceState {
-            image: "taxcollector-demo:v1".into(),
-            replicas: 3,
-            command: vec![],
-            args: vec!["--port".into(), "8080".into()],
-            env: [
-                ("MODE".to_string(), "a".to_string()),
-                ("DB_PASSWORD".to_string(), "s".to_string()),
-            ]
-            .into(),
-            labels: [("team".to_string(), "tax".to_string())].into(),
-            ports: vec![PortState {
-                target: 8080,
-                published: Some(18080),
-                protocol: "tcp".into(),
-                mode: "ingress".into(),
-            }],
-            limits: Amounts {
-                nano_cpus: Some(500_000_000),
-                memory_bytes: Some(256 << 20),
-            },
-            reservations: Amounts::default(),
-            update: PolicyState {
-                parallelism: 2,
-                delay_ns: 30_000_000_000,
-                failure_action: "rollback".into(),
-                monitor_ns: 5_000_000_000,
-                max_failure_ratio: 0.1,
-                order: "start-first".into(),
-            },
-            rollback: default_policy(),
-        };
-        DesiredService::new("web".into(), state, ["DB_PASSWORD".to_string()].into(), false)
-    }
-
-    /// What steward writes reads back as the same state: the planner sees no difference.
-    #[test]
-    fn round_trip_is_identity() {
-        let d = sample();
-        let svc = Service {
-            id: Some("abc".into()),
-            version: Some(ObjectVersion { index: Some(42) }),
-            spec: Some(to_swarm("tc", &d)),
-            ..Default::default()
-        };
-        let o = from_swarm(&svc, "tc").unwrap();
-        assert_eq!(o.state, d.state);
-        assert_eq!(o.owner, Owner::Us);
-        assert_eq!(o.version, 42);
-        assert_eq!(o.spec_hash.as_deref(), Some(d.spec_hash.as_str()));
-        assert_eq!(o.secret_env, d.secret_env);
-        assert_eq!(from_swarm(&svc, "other").unwrap().owner, Owner::OtherStack("tc".into()));
-    }
 }

@@ -48,6 +48,8 @@ fn desired(name: &str, replicas: u64) -> DesiredService {
         reservations: Amounts::default(),
         update: policy(),
         rollback: policy(),
+        mode: Default::default(),
+        task: Default::default(),
     };
     DesiredService::new(name.into(), state, BTreeSet::new(), false)
 }
@@ -72,7 +74,7 @@ async fn written_spec_reads_back_equal_and_steady_observe_is_one_call() {
     swarm.create(&stack, &d).await.unwrap();
 
     let reads = swarm.calls.reads();
-    let Observed::Known { services } = swarm.observe(&stack, &[name.as_str()]).await else {
+    let Observed::Known { services, .. } = swarm.observe(&stack, &[name.as_str()]).await else {
         panic!("engine reachable")
     };
     assert_eq!(swarm.calls.reads() - reads, 1, "steady state: one list call");
@@ -96,7 +98,7 @@ async fn stale_version_is_a_conflict_not_an_overwrite() {
     let _c = Cleanup(name.clone());
     let swarm = Swarm::connect(DEFAULT_DOCKER_HOST).unwrap();
     swarm.create(&stack, &desired(&name, 0)).await.unwrap();
-    let Observed::Known { services } = swarm.observe(&stack, &[]).await else {
+    let Observed::Known { services, .. } = swarm.observe(&stack, &[]).await else {
         panic!()
     };
     let (id, version) = (services[0].id.clone(), services[0].version);
@@ -113,7 +115,7 @@ async fn stale_version_is_a_conflict_not_an_overwrite() {
         .await
         .unwrap_err();
     assert!(matches!(err, SwarmError::Conflict { .. }), "{err:?}");
-    let Observed::Known { services } = swarm.observe(&stack, &[]).await else {
+    let Observed::Known { services, .. } = swarm.observe(&stack, &[]).await else {
         panic!()
     };
     assert_eq!(services[0].state.replicas, 2, "the stale write did not land");

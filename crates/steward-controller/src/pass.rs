@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use steward_backends::swarm::{error_chain, Swarm, SwarmError};
 use steward_core::{ObjectRef, Reason};
+use steward_plan::objects::ObjectAction;
 use steward_plan::rollout::{Rollout, SvcPhase};
 use steward_plan::stack::{self, PassEnd, RollbackRefused};
 use steward_plan::stack_status::StatusInput;
@@ -390,13 +391,13 @@ impl Controller {
         // Rollouts only advance on a known picture of Swarm.
         let mut active = self.load_rollout();
         let mut store_failed = Vec::new();
-        if let Observed::Known { services } = &observed {
+        if let Observed::Known { services, .. } = &observed {
             let advanced = self.advance_rollout(&desired, services, active, now_ms).await;
             active = advanced.rollout;
             store_failed = advanced.failed;
         }
         match &observed {
-            Observed::Known { services } => {
+            Observed::Known { services, .. } => {
                 self.images = Some(
                     services
                         .iter()
@@ -407,7 +408,7 @@ impl Controller {
             }
             Observed::Unknown { .. } => self.images = None,
         }
-        if let Observed::Known { services } = &observed {
+        if let Observed::Known { services, .. } = &observed {
             self.known = desired
                 .services
                 .iter()
@@ -415,6 +416,8 @@ impl Controller {
                 .chain(services.iter().map(|s| s.name.clone()))
                 .collect();
         }
+        let mut desired = desired;
+        desired.retained_objects = self.retained_objects(&desired, &observed);
         let Planned {
             effective,
             plan: the_plan,
@@ -499,6 +502,48 @@ impl Controller {
         outcome
     }
 
+    /// Secrets and configs that no service uses but that a revision in history still refers to
+    /// (a rollback returns to them). Reads history only for the services such objects were made
+    /// for; a history that cannot be read retains every candidate: nothing is removed because a
+    /// read failed.
+    fn retained_objects(&self, desired: &Desired, observed: &Observed) -> std::collections::BTreeSet<String> {
+        let Observed::Known { services, objects } = observed else {
+            return Default::default();
+        };
+        let used: std::collections::BTreeSet<&str> = desired
+            .services
+            .iter()
+            .map(|d| &d.state)
+            .chain(services.iter().map(|s| &s.state))
+            .flat_map(|s| s.task.object_names())
+            .collect();
+        let candidates: Vec<_> = objects.iter().filter(|o| !used.contains(o.name.as_str())).collect();
+        let mut retained = std::collections::BTreeSet::new();
+        let mut histories: BTreeMap<&str, Option<std::collections::BTreeSet<String>>> = BTreeMap::new();
+        for o in candidates {
+            let Some(svc) = o.service.as_deref() else {
+                // Not made for a service: not ours to judge.
+                retained.insert(o.name.clone());
+                continue;
+            };
+            let names = histories.entry(svc).or_insert_with(|| match self.store.revisions(svc) {
+                Ok(revs) => Some(
+                    revs.iter()
+                        .flat_map(|r| r.state.task.object_names().map(String::from).collect::<Vec<_>>())
+                        .collect(),
+                ),
+                Err(e) => {
+                    tracing::warn!(service = svc, error = %error_chain(&e), "cannot read revision history; keeping its secrets");
+                    None
+                }
+            });
+            if names.as_ref().is_none_or(|n| n.contains(&o.name)) {
+                retained.insert(o.name.clone());
+            }
+        }
+        retained
+    }
+
     /// Carries out the plan's actions in order; true when one met a stale Swarm version.
     async fn execute_all(
         &mut self,
@@ -509,6 +554,8 @@ impl Controller {
     ) -> bool {
         let mut conflict = false;
         let started = Instant::now();
+        // Secrets and configs first: the services written next mount them.
+        self.execute_objects(stack, the_plan, true, outcome).await;
         for action in &the_plan.actions {
             let object = action.object();
             let key = object.to_string();
@@ -540,7 +587,48 @@ impl Controller {
                 }
             }
         }
+        // Unused versions last, once no service written above refers to them.
+        self.execute_objects(stack, the_plan, false, outcome).await;
         conflict
+    }
+
+    /// Creates (`creates`) or removes the plan's secrets and configs. The content never reaches
+    /// an event: messages name the object only.
+    async fn execute_objects(&mut self, stack: &str, the_plan: &Plan, creates: bool, outcome: &mut PassOutcome) {
+        for a in &the_plan.objects {
+            if matches!(a, ObjectAction::Create { .. }) != creates {
+                continue;
+            }
+            if !self.may_write() {
+                break;
+            }
+            let object = a.object();
+            let (result, ok_reason, fail_reason, done) = match a {
+                ObjectAction::Create { name, data } if creates => (
+                    self.swarm.create_object(stack, name, data).await.map(|_| ()),
+                    Reason::Created,
+                    Reason::CreateFailed,
+                    format!("created {object} for {}", ObjectRef::service(&data.service)),
+                ),
+                ObjectAction::Remove { kind, id, name } if !creates => (
+                    self.swarm.remove_object(*kind, id, name).await,
+                    Reason::Pruned,
+                    Reason::RemoveFailed,
+                    format!("removed {object}: no service or revision in history uses it"),
+                ),
+                _ => continue,
+            };
+            match result {
+                Ok(()) => {
+                    self.emit(ok_reason, &object, done);
+                    outcome.executed += 1;
+                }
+                Err(e) => {
+                    self.emit(fail_reason, &object, error_chain(&e));
+                    outcome.failed.push(format!("{object}: {}", error_chain(&e)));
+                }
+            }
+        }
     }
 
     /// One Swarm write, exactly as planned.

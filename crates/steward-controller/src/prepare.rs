@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use steward_manifest::load_paths;
 use steward_plan::{Desired, DesiredService};
 use steward_schedule::ScheduleState;
-use steward_spec::{resolve_env, resolve_env_vars, SpecErrors};
+use steward_spec::{resolve_env_vars, resolve_service, SpecErrors};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
@@ -36,8 +36,8 @@ pub fn prepare_all(paths: &[PathBuf]) -> Result<Prepared, PrepareError> {
     let mut schedules = Vec::new();
     let mut errors = Vec::new();
     for entry in &state.services {
-        match resolve_env(entry) {
-            Ok(env) => services.push(DesiredService::from_entry(entry, env)),
+        match resolve_service(entry) {
+            Ok(resolved) => services.push(DesiredService::from_entry(entry, resolved, &Default::default())),
             Err(SpecErrors(e)) => errors.extend(e),
         }
     }
@@ -60,6 +60,7 @@ pub fn prepare_all(paths: &[PathBuf]) -> Result<Prepared, PrepareError> {
             services,
             gates: Default::default(),
             remove: Default::default(),
+            retained_objects: Default::default(),
         },
         schedules,
     })

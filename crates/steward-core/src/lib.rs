@@ -30,10 +30,27 @@ pub enum Kind {
     Schedule,
     /// A rollout of one generation (events only: `Rollout/7`).
     Rollout,
+    /// A Swarm overlay network the stack owns.
+    Network,
+    /// A named volume's driver and options.
+    Volume,
+    /// A Swarm secret steward made (versioned name) from a `valueFrom`.
+    Secret,
+    /// A Swarm config steward made.
+    Config,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Stack, Kind::Service, Kind::Schedule, Kind::Rollout];
+    pub const ALL: [Kind; 8] = [
+        Kind::Stack,
+        Kind::Service,
+        Kind::Schedule,
+        Kind::Rollout,
+        Kind::Network,
+        Kind::Volume,
+        Kind::Secret,
+        Kind::Config,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -41,6 +58,10 @@ impl Kind {
             Kind::Service => "Service",
             Kind::Schedule => "Schedule",
             Kind::Rollout => "Rollout",
+            Kind::Network => "Network",
+            Kind::Volume => "Volume",
+            Kind::Secret => "Secret",
+            Kind::Config => "Config",
         }
     }
 }
@@ -177,6 +198,7 @@ pub enum Reason {
     ConflictUnowned,
     ConflictOtherStack,
     ConflictNotReplicated,
+    ModeChangeRefused,
     Orphaned,
     UpdatePaused,
     RollbackPaused,
@@ -199,7 +221,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 43] = [
+    pub const ALL: [Reason; 44] = [
         Reason::DesiredStateChanged,
         Reason::Applied,
         Reason::InvalidRevision,
@@ -225,6 +247,7 @@ impl Reason {
         Reason::ConflictUnowned,
         Reason::ConflictOtherStack,
         Reason::ConflictNotReplicated,
+        Reason::ModeChangeRefused,
         Reason::Orphaned,
         Reason::UpdatePaused,
         Reason::RollbackPaused,
@@ -272,6 +295,7 @@ impl Reason {
             Reason::ConflictUnowned => "ConflictUnowned",
             Reason::ConflictOtherStack => "ConflictOtherStack",
             Reason::ConflictNotReplicated => "ConflictNotReplicated",
+            Reason::ModeChangeRefused => "ModeChangeRefused",
             Reason::Orphaned => "Orphaned",
             Reason::UpdatePaused => "UpdatePaused",
             Reason::RollbackPaused => "RollbackPaused",
@@ -314,6 +338,7 @@ impl Reason {
                 | Reason::ConflictUnowned
                 | Reason::ConflictOtherStack
                 | Reason::ConflictNotReplicated
+                | Reason::ModeChangeRefused
                 | Reason::Orphaned
                 | Reason::UpdatePaused
                 | Reason::RollbackPaused

@@ -47,7 +47,7 @@ fn hold_verdict(hold: &Hold, name: &str) -> Verdict {
 
 pub fn assess(desired: &Desired, observed: &Observed, plan: &Plan, now: OffsetDateTime) -> Vec<ResourceStatus> {
     let services: &[ObservedService] = match observed {
-        Observed::Known { services } => services,
+        Observed::Known { services, .. } => services,
         Observed::Unknown { .. } => &[],
     };
     let find = |name: &str| services.iter().find(|s| s.name == name);

@@ -6,11 +6,13 @@
 pub mod assess;
 pub mod event;
 pub mod model;
+pub mod objects;
 pub mod plan;
 pub mod rollout;
 pub mod stack;
 pub mod stack_status;
 pub mod status;
+pub mod task;
 
 pub use event::Event;
 pub use model::*;

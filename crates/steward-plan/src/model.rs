@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use steward_spec::{FailureAction, PublishMode, RollbackFailureAction, ServiceEntry, UpdateOrder};
 
+pub use crate::task::*;
+
 /// Ownership label keys written on every service steward creates.
 pub mod labels {
     /// Always `steward`.
@@ -18,6 +20,8 @@ pub mod labels {
     pub const SPEC_HASH: &str = "steward.io/spec-hash";
     /// Comma-separated names of env variables whose values are secret (never displayed).
     pub const SECRET_ENV: &str = "steward.io/secret-env";
+    /// On a secret or config: the service it was made for.
+    pub const SERVICE: &str = "steward.io/service";
     pub const MANAGED_BY_VALUE: &str = "steward";
 }
 
@@ -66,6 +70,12 @@ pub struct ServiceState {
     pub reservations: Amounts,
     pub update: PolicyState,
     pub rollback: PolicyState,
+    /// Left out of the serialization when replicated, like every default below: the hash of a
+    /// service that uses none of the newer fields does not change.
+    #[serde(default, skip_serializing_if = "Mode::is_replicated")]
+    pub mode: Mode,
+    #[serde(default, skip_serializing_if = "TaskState::is_default")]
+    pub task: TaskState,
 }
 
 impl std::fmt::Debug for ServiceState {
@@ -82,6 +92,8 @@ impl std::fmt::Debug for ServiceState {
             .field("reservations", &self.reservations)
             .field("update", &self.update)
             .field("rollback", &self.rollback)
+            .field("mode", &self.mode)
+            .field("task", &self.task)
             .finish()
     }
 }
@@ -103,6 +115,9 @@ pub struct DesiredService {
     /// How a change to this service is rolled out (not part of the hash: changing a health
     /// check alone does not rewrite the Swarm service).
     pub rollout: RolloutPolicy,
+    /// Content of the steward-owned secrets and configs `state.task` refers to, by their
+    /// versioned names: created before the service is written. Never displayed.
+    pub objects: BTreeMap<String, ObjectData>,
 }
 
 /// Rollout settings of one service, from its manifest.
@@ -139,8 +154,16 @@ impl RolloutPolicy {
 
 impl DesiredService {
     /// Builds the desired service from a validated entry and its resolved environment.
-    pub fn from_entry(entry: &ServiceEntry, env: Vec<steward_spec::ResolvedEnv>) -> Self {
+    pub fn from_entry(entry: &ServiceEntry, resolved: steward_spec::Resolved, volumes: &Volumes) -> Self {
         let spec = &entry.spec;
+        let parts = task_from_spec(
+            entry.name(),
+            spec,
+            resolved.env,
+            &resolved.secrets,
+            &resolved.configs,
+            volumes,
+        );
         let mut ports: Vec<PortState> = spec
             .ports
             .iter()
@@ -165,13 +188,13 @@ impl DesiredService {
         };
         let u = &spec.update;
         let r = &spec.rollback;
-        let secret_env = env.iter().filter(|e| e.secret).map(|e| e.name.clone()).collect();
+        let global = spec.mode == steward_spec::ServiceMode::Global;
         let state = ServiceState {
             image: spec.image.to_string(),
-            replicas: u64::from(spec.replicas.get()),
+            replicas: if global { 0 } else { u64::from(spec.replicas.get()) },
             command: spec.command.clone().unwrap_or_default(),
             args: spec.args.clone().unwrap_or_default(),
-            env: env.into_iter().map(|e| (e.name, e.value)).collect(),
+            env: parts.env,
             labels: entry.metadata.labels.clone(),
             ports,
             limits: amounts(&spec.resources.limits),
@@ -201,9 +224,12 @@ impl DesiredService {
                 max_failure_ratio: round_ratio(f64::from(r.max_failure_ratio)),
                 order: order(r.order),
             },
+            mode: if global { Mode::Global } else { Mode::Replicated },
+            task: parts.task,
         };
-        let mut d = Self::new(entry.name().to_string(), state, secret_env, spec.adopt);
+        let mut d = Self::new(entry.name().to_string(), state, parts.secret_env, spec.adopt);
         d.rollout = RolloutPolicy::from_spec(spec);
+        d.objects = parts.objects;
         d
     }
 
@@ -216,6 +242,7 @@ impl DesiredService {
             adopt,
             spec_hash,
             rollout: RolloutPolicy::none(),
+            objects: BTreeMap::new(),
         }
     }
 
@@ -238,7 +265,7 @@ impl DesiredService {
 /// any task, so there is nothing new to verify. Secret values are included: the hash never
 /// reveals them, and a rotated secret does replace tasks.
 pub fn task_hash(state: &ServiceState) -> String {
-    let json = serde_json::to_vec(&(
+    let base = (
         &state.image,
         &state.command,
         &state.args,
@@ -246,7 +273,14 @@ pub fn task_hash(state: &ServiceState) -> String {
         &state.ports,
         &state.limits,
         &state.reservations,
-    ))
+    );
+    // The task settings join the hash only when set, so hashes recorded before they existed
+    // still match.
+    let json = if state.task.is_default() {
+        serde_json::to_vec(&base)
+    } else {
+        serde_json::to_vec(&(base, &state.task))
+    }
     .expect("state serializes");
     hex::encode(&Sha256::digest(&json)[..8])
 }
@@ -272,6 +306,9 @@ pub struct Desired {
     pub gates: BTreeMap<String, crate::plan::Hold>,
     /// Owned services to remove even with prune off (creations of a rolled-back revision).
     pub remove: BTreeSet<String>,
+    /// Secrets and configs that revisions still in history refer to: kept so a rollback can
+    /// return to them.
+    pub retained_objects: BTreeSet<String>,
 }
 
 /// Swarm's `UpdateStatus.State`.
@@ -331,7 +368,19 @@ pub enum Observed {
     /// Services owned by the stack, plus any service whose name the desired state uses.
     Known {
         services: Vec<ObservedService>,
+        /// Secrets and configs owned by the stack (steward's labels).
+        objects: Vec<ObservedObject>,
     },
+}
+
+/// A Swarm secret or config steward owns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedObject {
+    pub kind: ObjectKind,
+    pub id: String,
+    pub name: String,
+    /// The service it was made for (`steward.io/service` label).
+    pub service: Option<String>,
 }
 
 #[cfg(test)]
@@ -366,6 +415,8 @@ mod tests {
                 max_failure_ratio: 0.0,
                 order: "stop-first".into(),
             },
+            mode: Mode::Replicated,
+            task: TaskState::default(),
         };
         let d = DesiredService::new("web".into(), state, ["DB_PASSWORD".to_string()].into(), false);
         let text = format!("{d:?} {:?}", crate::Action::Create { service: d.clone() });

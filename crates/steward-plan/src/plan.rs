@@ -103,6 +103,9 @@ pub enum Hold {
     WaitingOn { what: String },
     /// This revision was rolled back; it is not applied again until the desired state changes.
     RevisionRejected { cause: String },
+    /// The desired mode (replicated/global) differs from the service's: Swarm cannot change
+    /// it in place, and steward does not remove a running service to recreate it.
+    ModeChangeRefused { from: Mode, to: Mode },
 }
 
 impl Hold {
@@ -121,6 +124,7 @@ impl Hold {
             Hold::BackendUnknown { .. } => "BackendUnavailable",
             Hold::WaitingOn { .. } => "WaitingOn",
             Hold::RevisionRejected { .. } => "RevisionRejected",
+            Hold::ModeChangeRefused { .. } => "ModeChangeRefused",
         }
     }
 
@@ -131,6 +135,7 @@ impl Hold {
             Hold::ConflictUnowned => Reason::ConflictUnowned,
             Hold::ConflictOtherStack { .. } => Reason::ConflictOtherStack,
             Hold::ConflictNotReplicated => Reason::ConflictNotReplicated,
+            Hold::ModeChangeRefused { .. } => Reason::ModeChangeRefused,
             Hold::Orphaned => Reason::Orphaned,
             Hold::UpdateFailed { state, .. } => match state {
                 UpdateState::RollbackStarted | UpdateState::RollbackCompleted => Reason::RolledBack,
@@ -152,6 +157,7 @@ impl Hold {
                 | Hold::UpdateFailed { .. }
                 | Hold::BackendUnknown { .. }
                 | Hold::RevisionRejected { .. }
+                | Hold::ModeChangeRefused { .. }
         )
     }
 
@@ -164,8 +170,13 @@ impl Hold {
                 format!("service {name} is owned by steward stack {stack:?}; left untouched")
             }
             Hold::ConflictNotReplicated => {
-                format!("service {name} exists but is not a replicated service; left untouched")
+                format!("service {name} exists but is a job, not a replicated or global service; left untouched")
             }
+            Hold::ModeChangeRefused { from, to } => format!(
+                "service {name} is {} and the desired state says {}: Swarm cannot change a service's mode in place; remove the service (docker service rm {name}) and steward recreates it",
+                from.as_str(),
+                to.as_str()
+            ),
             Hold::Orphaned => format!(
                 "service {name} is owned by this stack but no longer desired; left running (prune is off)"
             ),
@@ -193,13 +204,15 @@ pub struct Held {
 pub struct Plan {
     pub stack: String,
     pub actions: Vec<Action>,
+    /// Secrets and configs to create (before `actions`) and to remove (after).
+    pub objects: Vec<crate::objects::ObjectAction>,
     pub held: Vec<Held>,
 }
 
 impl Plan {
     /// True when there is nothing to write.
     pub fn is_empty(&self) -> bool {
-        self.actions.is_empty()
+        self.actions.is_empty() && self.objects.is_empty()
     }
 
     pub fn errors(&self) -> impl Iterator<Item = &Held> {
@@ -224,8 +237,9 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
             }
             return plan;
         }
-        Observed::Known { services } => services,
+        Observed::Known { services, objects } => (services, objects),
     };
+    let (services, objects) = services;
     let by_name: BTreeMap<&str, &ObservedService> = services.iter().map(|s| (s.name.as_str(), s)).collect();
     let desired_names: BTreeSet<&str> = desired.services.iter().map(|d| d.name.as_str()).collect();
 
@@ -252,6 +266,16 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         };
         if !o.replicated {
             plan.hold(&d.name, Hold::ConflictNotReplicated);
+            continue;
+        }
+        if o.state.mode != d.state.mode {
+            plan.hold(
+                &d.name,
+                Hold::ModeChangeRefused {
+                    from: o.state.mode,
+                    to: d.state.mode,
+                },
+            );
             continue;
         }
         let changes = diff(&o.state, &d.state, &d.secret_env, &o.secret_env);
@@ -292,6 +316,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
             plan.hold(&o.name, Hold::Orphaned);
         }
     }
+    plan.objects = crate::objects::plan_objects(desired, services, objects, &plan.actions);
     plan
 }
 
@@ -301,6 +326,15 @@ impl Plan {
             name: name.to_string(),
             hold,
         });
+    }
+}
+
+/// Tasks Swarm should run: the replica count, or for a global service one per eligible node
+/// (Swarm's own count).
+fn desired_tasks(o: &ObservedService) -> u64 {
+    match o.state.mode {
+        Mode::Replicated => o.state.replicas,
+        Mode::Global => o.desired_tasks.unwrap_or(0),
     }
 }
 
@@ -320,16 +354,16 @@ pub fn convergence_hold(o: &ObservedService) -> Option<Hold> {
             UpdateState::Updating | UpdateState::RollbackStarted => {
                 return Some(Hold::AwaitingConvergence {
                     running: o.running_tasks,
-                    desired: o.state.replicas,
+                    desired: desired_tasks(o),
                 })
             }
             UpdateState::Completed | UpdateState::RollbackCompleted => {}
         }
     }
-    if o.running_tasks != Some(o.state.replicas) {
+    if o.running_tasks != Some(desired_tasks(o)) {
         return Some(Hold::AwaitingConvergence {
             running: o.running_tasks,
-            desired: o.state.replicas,
+            desired: desired_tasks(o),
         });
     }
     None
@@ -442,6 +476,14 @@ pub fn diff(
             (o.order.clone(), n.order.clone())
         });
     }
+    push(old.mode != new.mode, "mode", &|| {
+        (old.mode.as_str().to_string(), new.mode.as_str().to_string())
+    });
+    if old.task != new.task {
+        for (field, o, n) in crate::task::diff_task(&old.task, &new.task) {
+            out.push(FieldChange { field, old: o, new: n });
+        }
+    }
     out
 }
 
@@ -527,6 +569,20 @@ pub fn describe_new(d: &DesiredService) -> Vec<FieldChange> {
             new: render_ports(&d.state.ports),
         });
     }
+    if d.state.mode != Mode::Replicated {
+        f.push(FieldChange {
+            field: "mode".into(),
+            old: NONE.into(),
+            new: d.state.mode.as_str().into(),
+        });
+    }
+    for (field, _, new) in crate::task::diff_task(&TaskState::default(), &d.state.task) {
+        f.push(FieldChange {
+            field,
+            old: NONE.into(),
+            new,
+        });
+    }
     for k in d.state.env.keys() {
         let v = if d.secret_env.contains(k) {
             REDACTED.to_string()
@@ -570,6 +626,7 @@ impl Plan {
         for a in removes {
             let _ = writeln!(out, "- {} (pruned: no longer in the desired state)", a.object());
         }
+        crate::objects::display_objects(&mut out, &self.objects);
         for a in updates {
             if let Action::Update { changes, reason, .. } = a {
                 let _ = writeln!(out, "~ {} ({})", a.object(), reason.as_str());
@@ -607,7 +664,7 @@ impl Plan {
                 h.hold.message(&h.name)
             );
         }
-        if self.actions.is_empty() && self.held.is_empty() {
+        if self.is_empty() && self.held.is_empty() {
             let _ = writeln!(out, "In sync: nothing to do.");
         }
         out
@@ -647,8 +704,11 @@ impl Plan {
             })
             .collect();
         // In sync means nothing to write *and* nothing unknown or blocked.
-        let in_sync = self.actions.is_empty() && self.errors().next().is_none();
-        serde_json::json!({ "stack": self.stack, "inSync": in_sync, "actions": actions, "held": held })
+        let in_sync = self.is_empty() && self.errors().next().is_none();
+        serde_json::json!({
+            "stack": self.stack, "inSync": in_sync, "actions": actions,
+            "objects": crate::objects::objects_json(&self.objects), "held": held,
+        })
     }
 }
 

@@ -40,7 +40,7 @@ pub struct Planned {
 /// that both say the same thing about the same picture.
 pub fn pipeline(desired: &Desired, active: Option<&Rollout>, observed: &Observed) -> Planned {
     let by_name: BTreeMap<String, ObservedService> = match observed {
-        Observed::Known { services } => services.iter().map(|s| (s.name.clone(), s.clone())).collect(),
+        Observed::Known { services, .. } => services.iter().map(|s| (s.name.clone(), s.clone())).collect(),
         Observed::Unknown { .. } => BTreeMap::new(),
     };
     let effective = rollout::effective(desired, active, &by_name);
@@ -331,7 +331,7 @@ pub fn settle(end: PassEnd<'_>) -> Settled {
                 r.cause.clone().unwrap_or_default()
             )
         });
-    let converged = end.plan.actions.is_empty() && !waiting && !rolling && !end.blocked && blocking.is_none();
+    let converged = end.plan.is_empty() && !waiting && !rolling && !end.blocked && blocking.is_none();
     let requeue_after = if end.conflict {
         Some(Duration::ZERO)
     } else if rolling {

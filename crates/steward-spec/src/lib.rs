@@ -7,12 +7,16 @@
 mod condition;
 pub mod document;
 mod service;
+mod task;
+mod task_validate;
 mod types;
 mod values;
 
 pub use condition::Condition;
 pub use document::*;
 pub use service::*;
+pub use task::*;
+pub use task_validate::validate_task;
 pub use types::*;
 pub use values::*;
 

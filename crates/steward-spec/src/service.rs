@@ -1,11 +1,12 @@
 //! The `Service` document's checks and the resolution of its environment.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_saphyr::Spanned;
 
 use crate::document::*;
+use crate::task::*;
 use crate::types::*;
 
 #[derive(Clone, Debug)]
@@ -132,8 +133,16 @@ pub fn validate_env(ctx: &DocCtx, env: &[Spanned<EnvVar>], prefix: &str, errors:
                     &field(".valueFrom"),
                     "exactly one of env or file is required".into(),
                 )),
+                (None, Some(f)) => {
+                    if let Some(p) = file_ref_problem(f) {
+                        errors.push(err(&field(".valueFrom.file"), p));
+                    }
+                }
                 _ => {}
             },
+        }
+        if v.expose.is_some() && v.value_from.is_none() {
+            errors.push(err(&field(".expose"), "expose applies to valueFrom values only".into()));
         }
     }
 }
@@ -144,6 +153,7 @@ const SECRET_WORDS: [&str; 6] = ["PASSWORD", "SECRET", "TOKEN", "PRIVATE_KEY", "
 pub fn validate_service(ctx: &DocCtx, text: &str, d: &ServiceDocument, errors: &mut Vec<SpecError>) {
     validate_labels(ctx, text, &d.metadata, errors);
     validate_env(ctx, &d.spec.env, "spec.env", errors);
+    crate::task_validate::validate_task(ctx, text, &d.spec, errors);
     let mut published: BTreeMap<(u16, Protocol), usize> = BTreeMap::new();
     for (i, p) in d.spec.ports.iter().enumerate() {
         let loc = locate(text, &format!("target: {}", p.target));
@@ -235,21 +245,183 @@ pub fn validate_service(ctx: &DocCtx, text: &str, d: &ServiceDocument, errors: &
 }
 
 /// Values resolved from `valueFrom` at reconcile time.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ResolvedEnv {
     pub name: String,
     pub value: String,
     /// True when the value came from `valueFrom`: it is never displayed.
     pub secret: bool,
+    /// `expose: env`: the secret value goes into the environment rather than a Swarm secret.
+    pub expose: bool,
 }
 
-/// Resolves a service's environment, reading referenced environment variables and files.
-pub fn resolve_env(entry: &ServiceEntry) -> Result<Vec<ResolvedEnv>, SpecErrors> {
-    resolve_env_vars(
-        &entry.spec.env,
-        &entry.source,
-        &format!("Service/{}: spec.env", entry.name()),
-    )
+impl std::fmt::Debug for ResolvedEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResolvedEnv")
+            .field("name", &self.name)
+            .field("value", if self.secret { &"<redacted>" } else { &self.value })
+            .field("expose", &self.expose)
+            .finish()
+    }
+}
+
+/// A `secrets:` or `configs:` entry with its content read.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ResolvedFile {
+    pub name: String,
+    /// The content, for steward-owned objects (`valueFrom`, or `value` for configs).
+    pub content: Option<String>,
+    /// An existing Swarm object steward does not manage.
+    pub external: Option<String>,
+    pub target: Option<String>,
+    pub uid: Option<String>,
+    pub gid: Option<String>,
+    pub mode: Option<u32>,
+}
+
+impl std::fmt::Debug for ResolvedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResolvedFile")
+            .field("name", &self.name)
+            .field("content", &self.content.as_ref().map(|_| "<redacted>"))
+            .field("external", &self.external)
+            .field("target", &self.target)
+            .finish()
+    }
+}
+
+/// Everything a service's manifest refers to, read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resolved {
+    pub env: Vec<ResolvedEnv>,
+    pub secrets: Vec<ResolvedFile>,
+    pub configs: Vec<ResolvedFile>,
+}
+
+static SECRETS_DIR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+
+/// Sets the directory `valueFrom.file` reads below (`--secrets-dir`), once per process. Without
+/// it, `STEWARD_SECRETS_DIR` is used; with neither, file references are refused.
+pub fn set_secrets_dir(dir: Option<PathBuf>) {
+    let _ = SECRETS_DIR.set(dir);
+}
+
+pub fn secrets_dir() -> Option<PathBuf> {
+    match SECRETS_DIR.get() {
+        Some(d) => d.clone(),
+        None => std::env::var_os("STEWARD_SECRETS_DIR")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from),
+    }
+}
+
+/// A `valueFrom.file` path that can never be inside the secrets directory: absolute, or with a
+/// `..` component. Checked at validation, before any directory is known.
+pub fn file_ref_problem(f: &str) -> Option<String> {
+    let p = Path::new(f);
+    if p.is_absolute() {
+        return Some(format!(
+            "{f:?} is absolute; valueFrom.file is relative to the secrets directory (--secrets-dir)"
+        ));
+    }
+    if p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Some(format!("{f:?} leads out of the secrets directory (\"..\")"));
+    }
+    if f.is_empty() {
+        return Some("empty path".into());
+    }
+    None
+}
+
+/// Reads one `valueFrom` source: an environment variable of the controller, or a file below the
+/// secrets directory (symlinks leading out of it are refused). Err: (field suffix, message).
+pub fn read_source(src: &EnvSource, dir: Option<&Path>) -> Result<String, (&'static str, String)> {
+    match (&src.env, &src.file) {
+        (Some(var), None) => {
+            std::env::var(var).map_err(|_| (".valueFrom.env", format!("environment variable {var:?} is not set")))
+        }
+        (None, Some(f)) => {
+            if let Some(problem) = file_ref_problem(f) {
+                return Err((".valueFrom.file", problem));
+            }
+            let Some(dir) = dir else {
+                return Err((
+                    ".valueFrom.file",
+                    format!("{f:?}: file references are refused without a secrets directory (--secrets-dir or STEWARD_SECRETS_DIR)"),
+                ));
+            };
+            let root = dir
+                .canonicalize()
+                .map_err(|e| (".valueFrom.file", format!("secrets directory {}: {e}", dir.display())))?;
+            let path = root.join(f).canonicalize().map_err(|e| {
+                (
+                    ".valueFrom.file",
+                    format!("cannot read {f:?} in the secrets directory: {e}"),
+                )
+            })?;
+            if !path.starts_with(&root) {
+                return Err((".valueFrom.file", format!("{f:?} leads out of the secrets directory")));
+            }
+            std::fs::read_to_string(&path)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| {
+                    (
+                        ".valueFrom.file",
+                        format!("cannot read {f:?} in the secrets directory: {e}"),
+                    )
+                })
+        }
+        _ => Err((".valueFrom", "exactly one of env or file is required".into())),
+    }
+}
+
+/// Resolves everything a service refers to: its environment, secrets and configs.
+pub fn resolve_service(entry: &ServiceEntry) -> Result<Resolved, SpecErrors> {
+    let prefix = format!("Service/{}: spec", entry.name());
+    let env = resolve_env_vars(&entry.spec.env, &entry.source, &format!("{prefix}.env"));
+    let dir = secrets_dir();
+    let mut errors = Vec::new();
+    let mut files = |refs: &[FileRef], field: &str| -> Vec<ResolvedFile> {
+        let mut out = Vec::new();
+        for (i, r) in refs.iter().enumerate() {
+            let content = match (&r.value_from, &r.value) {
+                (Some(src), _) => match read_source(src, dir.as_deref()) {
+                    Ok(v) => Some(v),
+                    Err((f, message)) => {
+                        errors.push(SpecError {
+                            file: entry.source.file.clone(),
+                            line: entry.source.line,
+                            column: 1,
+                            field: format!("{prefix}.{field}[{i}]{f}"),
+                            message,
+                        });
+                        continue;
+                    }
+                },
+                (None, v) => v.clone(),
+            };
+            out.push(ResolvedFile {
+                name: r.name.clone(),
+                content,
+                external: r.external.clone(),
+                target: r.target.clone(),
+                uid: r.uid.clone(),
+                gid: r.gid.clone(),
+                mode: r.mode,
+            });
+        }
+        out
+    };
+    let secrets = files(&entry.spec.secrets, "secrets");
+    let configs = files(&entry.spec.configs, "configs");
+    match env {
+        Ok(env) if errors.is_empty() => Ok(Resolved { env, secrets, configs }),
+        Ok(_) => Err(SpecErrors(errors)),
+        Err(SpecErrors(mut e)) => {
+            e.extend(errors);
+            Err(SpecErrors(e))
+        }
+    }
 }
 
 /// Resolves environment variables declared in the document at `source`; `field` prefixes error
@@ -257,6 +429,7 @@ pub fn resolve_env(entry: &ServiceEntry) -> Result<Vec<ResolvedEnv>, SpecErrors>
 pub fn resolve_env_vars(env: &[Spanned<EnvVar>], source: &Source, field: &str) -> Result<Vec<ResolvedEnv>, SpecErrors> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
+    let dir = secrets_dir();
     for (i, e) in env.iter().enumerate() {
         let v = &e.value;
         let fail = |f: &str, message: String| SpecError {
@@ -268,16 +441,9 @@ pub fn resolve_env_vars(env: &[Spanned<EnvVar>], source: &Source, field: &str) -
         };
         let resolved = match (&v.value, &v.value_from) {
             (Some(val), _) => Ok((val.clone(), false)),
-            (None, Some(EnvSource { env: Some(var), .. })) => std::env::var(var)
+            (None, Some(src)) => read_source(src, dir.as_deref())
                 .map(|s| (s, true))
-                .map_err(|_| fail(".valueFrom.env", format!("environment variable {var:?} is not set"))),
-            (None, Some(EnvSource { file: Some(f), .. })) => {
-                let base = source.file.parent().unwrap_or(Path::new("."));
-                let path = base.join(f);
-                std::fs::read_to_string(&path)
-                    .map(|s| (s.trim_end_matches(['\n', '\r']).to_string(), true))
-                    .map_err(|e| fail(".valueFrom.file", format!("cannot read {}: {e}", path.display())))
-            }
+                .map_err(|(f, m)| fail(f, m)),
             _ => Err(fail("", "no value".into())),
         };
         match resolved {
@@ -285,6 +451,7 @@ pub fn resolve_env_vars(env: &[Spanned<EnvVar>], source: &Source, field: &str) -
                 name: v.name.clone(),
                 value,
                 secret,
+                expose: v.expose == Some(Expose::Env),
             }),
             Err(e) => errors.push(e),
         }
@@ -294,4 +461,32 @@ pub fn resolve_env_vars(env: &[Spanned<EnvVar>], source: &Source, field: &str) -
     } else {
         Err(SpecErrors(errors))
     }
+}
+
+/// Things that are allowed but that a reviewer should see: `expose: env` puts a secret where
+/// `docker service inspect` shows it. One line each, `file:line:col: field: message`.
+pub fn env_warnings(env: &[Spanned<EnvVar>], source: &Source, prefix: &str) -> Vec<String> {
+    env.iter()
+        .enumerate()
+        .filter(|(_, e)| e.value.expose == Some(Expose::Env) && e.value.value_from.is_some())
+        .map(|(i, e)| {
+            format!(
+                "{}:{}:{}: {prefix}[{i}].expose: the value of {:?} goes into the service's environment, where anyone with access to the Engine API reads it (docker service inspect); without expose it is a Swarm secret at /run/secrets/{} with {}_FILE",
+                source.file.display(),
+                e.referenced.line() + source.line_offset,
+                e.referenced.column(),
+                e.value.name,
+                e.value.name,
+                e.value.name
+            )
+        })
+        .collect()
+}
+
+pub fn service_warnings(entry: &ServiceEntry) -> Vec<String> {
+    env_warnings(
+        &entry.spec.env,
+        &entry.source,
+        &format!("Service/{}: spec.env", entry.name()),
+    )
 }

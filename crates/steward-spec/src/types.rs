@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 use crate::condition::Condition;
+use crate::task::*;
 use crate::values::{ByteSize, Cpus, Duration, ImageRef, Replicas, ResourceName};
 
 pub const API_VERSION: &str = "steward.io/v1alpha1";
@@ -132,6 +133,69 @@ pub struct ServiceSpec {
     #[serde(default)]
     #[schemars(with = "Vec<ResourceName>")]
     pub depends_on: Vec<Spanned<ResourceName>>,
+    /// `replicated` (default) or `global`. A global service ignores `replicas`.
+    #[serde(default)]
+    pub mode: ServiceMode,
+    /// Networks the tasks join: `Network` documents of this desired state, networks steward
+    /// does not manage, or `host`. Default: none (Swarm attaches the ingress network only when
+    /// ports are published in ingress mode).
+    #[serde(default)]
+    pub networks: Vec<NetworkAttachment>,
+    /// Volumes, bind mounts and tmpfs. Default: none.
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+    /// Placement constraints and preferences. Default: any node.
+    #[serde(default)]
+    pub placement: Placement,
+    /// Time between the stop signal and SIGKILL. Default: `10s` (Swarm's). Celery's warm
+    /// shutdown needs minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_grace_period: Option<Duration>,
+    /// Signal that stops the container, e.g. `SIGTERM`, `SIGQUIT`. Default: the image's
+    /// (`SIGTERM` unless its STOPSIGNAL says otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    /// What Swarm does when a container exits. Default: restart always, 5 s apart (Swarm's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<RestartPolicy>,
+    /// The container's own healthcheck. Default: the image's HEALTHCHECK, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<ContainerHealthcheck>,
+    /// Swarm configs mounted as files. Default: none.
+    #[serde(default)]
+    pub configs: Vec<FileRef>,
+    /// Swarm secrets mounted as files (besides those made from `env[].valueFrom`). Default: none.
+    #[serde(default)]
+    pub secrets: Vec<FileRef>,
+    /// User (name or uid, optionally `:group`) the container runs as. Default: the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Working directory. Default: the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// Container hostname. Default: the container id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Run an init process (tini) as PID 1 that reaps zombies and forwards signals.
+    /// Default: the engine's (off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<bool>,
+    /// Labels of the containers (service labels are `metadata.labels`). Default: none.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Logging driver and options. Default: the engine's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging: Option<Logging>,
+    /// Resource limits, e.g. `nofile: {soft: 20000, hard: 40000}` or `nproc: 65535`.
+    /// Default: the engine's.
+    #[serde(default)]
+    pub ulimits: BTreeMap<String, Ulimit>,
+    /// Kernel capabilities added, e.g. `NET_ADMIN` (Engine API 1.41). Default: none.
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    /// Kernel capabilities dropped, e.g. `ALL`. Default: none.
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
 }
 
 /// An HTTP health check of the new version.
@@ -230,17 +294,24 @@ pub struct EnvVar {
     /// secrets: they never appear in plans, logs, events or status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_from: Option<EnvSource>,
+    /// With `valueFrom`: by default the value becomes a Swarm secret mounted at
+    /// `/run/secrets/<name>` and the variable `<name>_FILE` holds that path (the convention
+    /// Django settings and official images read). `env` puts the value itself into the
+    /// environment instead, where `docker service inspect` shows it; steward warns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose: Option<Expose>,
 }
 
 /// Exactly one of `env` or `file`.
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct EnvSource {
     /// Name of an environment variable of the steward process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<String>,
-    /// Path of a file whose contents (trailing newline removed) are the value. Relative paths
-    /// are relative to the manifest file.
+    /// Path of a file whose contents (trailing newline removed) are the value, relative to the
+    /// controller's secrets directory (`--secrets-dir`, `STEWARD_SECRETS_DIR`). Without one,
+    /// file references are refused; absolute paths, `..` and symlinks leading out of it too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
 }

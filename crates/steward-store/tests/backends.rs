@@ -126,6 +126,8 @@ fn revision(service: &str, hash: &str, outcome: Outcome) -> Revision {
             reservations: Amounts::default(),
             update: policy(),
             rollback: policy(),
+            mode: Default::default(),
+            task: Default::default(),
         },
         secret_env: ["SECRET".to_string()].into(),
         task_hash: format!("task-{hash}"),

@@ -160,7 +160,7 @@ async fn plan(cli: &Cli, paths: &[PathBuf], output: Format) -> anyhow::Result<u8
     );
     Ok(if unknown || p.errors().next().is_some() {
         1
-    } else if !p.actions.is_empty() {
+    } else if !p.is_empty() {
         2
     } else {
         0

@@ -104,7 +104,7 @@ pub fn describe(cli: &Cli, object: &str, paths: &[PathBuf], output: Format) -> a
                 );
             }
         }
-        Kind::Stack | Kind::Rollout => {}
+        Kind::Stack | Kind::Rollout | Kind::Network | Kind::Volume | Kind::Secret | Kind::Config => {}
     }
     if status.is_none() && events.is_empty() && spec.is_null() {
         eprintln!("{object}: nothing known (not in the desired state, no status, no events)");

@@ -184,7 +184,7 @@ pub async fn trigger(cli: &Cli, name: &str, paths: &[PathBuf], wait: Duration) -
 
     let images = match &s.job.image_from {
         Some(svc) => match swarm.observe(&stack, &[svc.as_str()]).await {
-            steward_plan::Observed::Known { services } => Some(
+            steward_plan::Observed::Known { services, .. } => Some(
                 services
                     .into_iter()
                     .map(|o| (o.name.clone(), o.state.image.clone()))
