@@ -14,6 +14,7 @@ pub mod scheduler;
 
 pub use backoff::Backoff;
 pub use pass::{
+    retained_objects,
     Controller, PassOutcome, SourceRevision, META_PATHS, META_ROLLOUT, META_SOURCE_APPLIED,
     META_SOURCE_APPLIED_DESCRIBE, META_SOURCE_ATTEMPTED, META_SOURCE_ATTEMPTED_DESCRIBE,
 };

@@ -417,7 +417,7 @@ impl Controller {
                 .collect();
         }
         let mut desired = desired;
-        desired.retained_objects = self.retained_objects(&desired, &observed);
+        desired.retained_objects = retained_objects(&self.store, &desired, &observed);
         let Planned {
             effective,
             plan: the_plan,
@@ -500,48 +500,6 @@ impl Controller {
         outcome.converged = settled.converged;
         outcome.requeue_after = settled.requeue_after;
         outcome
-    }
-
-    /// Secrets and configs that no service uses but that a revision in history still refers to
-    /// (a rollback returns to them). Reads history only for the services such objects were made
-    /// for; a history that cannot be read retains every candidate: nothing is removed because a
-    /// read failed.
-    fn retained_objects(&self, desired: &Desired, observed: &Observed) -> std::collections::BTreeSet<String> {
-        let Observed::Known { services, objects } = observed else {
-            return Default::default();
-        };
-        let used: std::collections::BTreeSet<&str> = desired
-            .services
-            .iter()
-            .map(|d| &d.state)
-            .chain(services.iter().map(|s| &s.state))
-            .flat_map(|s| s.task.object_names())
-            .collect();
-        let candidates: Vec<_> = objects.iter().filter(|o| !used.contains(o.name.as_str())).collect();
-        let mut retained = std::collections::BTreeSet::new();
-        let mut histories: BTreeMap<&str, Option<std::collections::BTreeSet<String>>> = BTreeMap::new();
-        for o in candidates {
-            let Some(svc) = o.service.as_deref() else {
-                // Not made for a service: not ours to judge.
-                retained.insert(o.name.clone());
-                continue;
-            };
-            let names = histories.entry(svc).or_insert_with(|| match self.store.revisions(svc) {
-                Ok(revs) => Some(
-                    revs.iter()
-                        .flat_map(|r| r.state.task.object_names().map(String::from).collect::<Vec<_>>())
-                        .collect(),
-                ),
-                Err(e) => {
-                    tracing::warn!(service = svc, error = %error_chain(&e), "cannot read revision history; keeping its secrets");
-                    None
-                }
-            });
-            if names.as_ref().is_none_or(|n| n.contains(&o.name)) {
-                retained.insert(o.name.clone());
-            }
-        }
-        retained
     }
 
     /// Carries out the plan's actions in order; true when one met a stale Swarm version.
@@ -653,4 +611,46 @@ impl Controller {
         }
         Ok(())
     }
+}
+
+/// Secrets and configs that no service uses but that a revision in history still refers to
+/// (a rollback returns to them). Reads history only for the services such objects were made
+/// for; a history that cannot be read retains every candidate: nothing is removed because a
+/// read failed.
+pub fn retained_objects(store: &Store, desired: &Desired, observed: &Observed) -> std::collections::BTreeSet<String> {
+    let Observed::Known { services, objects } = observed else {
+        return Default::default();
+    };
+    let used: std::collections::BTreeSet<&str> = desired
+        .services
+        .iter()
+        .map(|d| &d.state)
+        .chain(services.iter().map(|s| &s.state))
+        .flat_map(|s| s.task.object_names())
+        .collect();
+    let candidates: Vec<_> = objects.iter().filter(|o| !used.contains(o.name.as_str())).collect();
+    let mut retained = std::collections::BTreeSet::new();
+    let mut histories: BTreeMap<&str, Option<std::collections::BTreeSet<String>>> = BTreeMap::new();
+    for o in candidates {
+        let Some(svc) = o.service.as_deref() else {
+            // Not made for a service: not ours to judge.
+            retained.insert(o.name.clone());
+            continue;
+        };
+        let names = histories.entry(svc).or_insert_with(|| match store.revisions(svc) {
+            Ok(revs) => Some(
+                revs.iter()
+                    .flat_map(|r| r.state.task.object_names().map(String::from).collect::<Vec<_>>())
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::warn!(service = svc, error = %error_chain(&e), "cannot read revision history; keeping its secrets");
+                None
+            }
+        });
+        if names.as_ref().is_none_or(|n| n.contains(&o.name)) {
+            retained.insert(o.name.clone());
+        }
+    }
+    retained
 }

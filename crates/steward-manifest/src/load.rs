@@ -24,6 +24,21 @@ pub struct DesiredState {
     pub files: Vec<PathBuf>,
 }
 
+impl DesiredState {
+    /// Allowed but worth a reviewer's eye: secrets exposed in the environment.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.services.iter().flat_map(steward_spec::service_warnings).collect();
+        for s in &self.schedules {
+            out.extend(steward_spec::env_warnings(
+                &s.spec.job.env,
+                &s.source,
+                &format!("Schedule/{}: spec.job.env", s.name()),
+            ));
+        }
+        out
+    }
+}
+
 /// Loads files and directories (every `*.yaml`/`*.yml` below a directory, in path order).
 pub fn load_paths(paths: &[PathBuf]) -> Result<DesiredState, SpecErrors> {
     let mut files = Vec::new();

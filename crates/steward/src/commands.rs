@@ -103,6 +103,7 @@ fn validate(paths: &[PathBuf], resolve: bool) -> u8 {
             .map(|d| (d.stack, d.services.len()))
             .map_err(PrepareError::Invalid)
     };
+    print_warnings(paths);
     match checked {
         Ok((stack, n)) => {
             println!("valid: stack {stack}, {n} services");
@@ -114,6 +115,15 @@ fn validate(paths: &[PathBuf], resolve: bool) -> u8 {
             }
             eprintln!("{} error{}", errs.0.len(), if errs.0.len() == 1 { "" } else { "s" });
             1
+        }
+    }
+}
+
+/// What is allowed but worth a reviewer's eye (`expose: env`), on stderr.
+fn print_warnings(paths: &[PathBuf]) {
+    if let Ok(state) = steward_manifest::load_paths(paths) {
+        for w in state.warnings() {
+            eprintln!("warning: {w}");
         }
     }
 }
@@ -132,6 +142,7 @@ async fn plan(cli: &Cli, paths: &[PathBuf], output: Format) -> anyhow::Result<u8
             return Ok(1);
         }
     };
+    print_warnings(paths);
     let swarm = swarm(cli)?;
     let names: Vec<&str> = desired.services.iter().map(|s| s.name.as_str()).collect();
     let observed = swarm.observe(&desired.stack, &names).await;
@@ -146,6 +157,11 @@ async fn plan(cli: &Cli, paths: &[PathBuf], output: Format) -> anyhow::Result<u8
     } else {
         None
     };
+    // Secrets a revision in history still refers to are kept, as the controller keeps them.
+    let mut desired = desired;
+    if cli.state.exists() || cli.store.is_some() {
+        desired.retained_objects = steward_controller::retained_objects(&*open_store(cli)?, &desired, &observed);
+    }
     // The pass's own pipeline (effective desired state, plan, rollout annotation).
     let p = steward_plan::pipeline(&desired, rollout.as_ref(), &observed).plan;
     let active = if cli.state.exists() || cli.store.is_some() {

@@ -31,6 +31,10 @@ pub struct Cli {
     pub docker_host: String,
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Directory `valueFrom.file` references are read below (relative paths only; `..` and
+    /// symlinks leading out of it are refused). Without it, file references are refused.
+    #[arg(long, global = true, env = "STEWARD_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -197,6 +201,7 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    steward_spec::set_secrets_dir(cli.secrets_dir.clone());
     init_logging(cli.log_format);
     match commands::dispatch(cli) {
         Ok(code) => ExitCode::from(code),
