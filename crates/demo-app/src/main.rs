@@ -511,6 +511,21 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some("task") {
         return task(&args[1..]);
     }
+    // `cat FILE`: the image has no shell; tests read a mounted secret or config with it
+    // (`docker exec <container> /demo-app cat /run/secrets/DB_PASSWORD`).
+    if let (Some("cat"), Some(path)) = (args.first().map(String::as_str), args.get(1)) {
+        return match std::fs::read(path) {
+            Ok(bytes) => {
+                use std::io::Write as _;
+                let _ = std::io::stdout().write_all(&bytes);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("demo-app: cat {path}: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     // `migrate` stands in for `python manage.py migrate`, the pre-deploy job of the operations
     // guide: it prints what it applies and exits 0, or fails like a broken migration.
     if args.first().map(String::as_str) == Some("migrate") {
@@ -520,7 +535,7 @@ fn main() -> ExitCode {
         [] => false,
         [flag] if flag == "--healthcheck" => true,
         _ => {
-            eprintln!("usage: demo-app [--healthcheck | migrate [--fail] | task NAME [--sleep SECS] [--exit CODE]]");
+            eprintln!("usage: demo-app [--healthcheck | migrate [--fail] | task NAME [--sleep SECS] [--exit CODE] | cat FILE]");
             return ExitCode::from(2);
         }
     };

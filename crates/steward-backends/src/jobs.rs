@@ -71,6 +71,13 @@ pub struct JobSpec {
     pub env: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
     pub mounts: Vec<JobMount>,
+    /// Task settings taken from a service (networks, mounts, secrets, configs, user, ...) for a
+    /// pre-deploy job that runs as the service would; empty for schedules' jobs.
+    pub task: steward_plan::TaskState,
+    /// Secrets and configs `task` mounts that steward makes: created (if missing) before the job.
+    pub objects: BTreeMap<String, steward_plan::ObjectData>,
+    /// Labels of those objects (ownership: the stack's service, or the schedule).
+    pub object_labels: BTreeMap<String, String>,
 }
 
 impl fmt::Debug for JobSpec {
@@ -83,6 +90,7 @@ impl fmt::Debug for JobSpec {
             .field("env_keys", &self.env.keys().collect::<Vec<_>>())
             .field("labels", &self.labels)
             .field("mounts", &self.mounts)
+            .field("task", &self.task)
             .finish()
     }
 }
@@ -128,7 +136,11 @@ impl Swarm {
             return job_service_id(OP, &job.name, &s);
         }
         self.count_write();
-        match self.docker().create_service(job_service_spec(job), None).await {
+        for (name, data) in &job.objects {
+            self.create_object_labelled(name, data, &job.object_labels).await?;
+        }
+        let refs = self.object_refs(&job.task).await?;
+        match self.docker().create_service(job_service_spec(job, &refs), None).await {
             Ok(r) => Ok(r.id.unwrap_or_default()),
             // Another starter created it between our lookup and our create: the job is started,
             // once, and its id is what the caller needs.
@@ -284,28 +296,33 @@ impl Swarm {
     }
 }
 
-fn job_service_spec(job: &JobSpec) -> ServiceSpec {
+fn job_service_spec(job: &JobSpec, refs: &crate::task_spec::Refs) -> ServiceSpec {
     let mut labels: HashMap<String, String> = job.labels.clone().into_iter().collect();
     labels.insert(JOB_LABEL.to_string(), job.name.clone());
+    let mut task = TaskSpec {
+        container_spec: Some(TaskSpecContainerSpec {
+            image: Some(job.image.clone()),
+            command: (!job.command.is_empty()).then(|| job.command.clone()),
+            args: (!job.args.is_empty()).then(|| job.args.clone()),
+            env: (!job.env.is_empty()).then(|| job.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    crate::task_spec::write_task(&job.task, refs, &mut task);
+    if !job.mounts.is_empty() {
+        let c = task.container_spec.get_or_insert_with(Default::default);
+        c.mounts.get_or_insert_with(Vec::new).extend(job.mounts.iter().map(to_mount));
+    }
+    // A failed job stays failed: retrying is the caller's decision, under a new name.
+    task.restart_policy = Some(TaskSpecRestartPolicy {
+        condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
+        ..Default::default()
+    });
     ServiceSpec {
         name: Some(job.name.clone()),
         labels: Some(labels),
-        task_template: Some(TaskSpec {
-            container_spec: Some(TaskSpecContainerSpec {
-                image: Some(job.image.clone()),
-                command: (!job.command.is_empty()).then(|| job.command.clone()),
-                args: (!job.args.is_empty()).then(|| job.args.clone()),
-                env: (!job.env.is_empty()).then(|| job.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-                mounts: (!job.mounts.is_empty()).then(|| job.mounts.iter().map(to_mount).collect()),
-                ..Default::default()
-            }),
-            // A failed job stays failed: retrying is the caller's decision, under a new name.
-            restart_policy: Some(TaskSpecRestartPolicy {
-                condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+        task_template: Some(task),
         mode: Some(ServiceSpecMode {
             replicated_job: Some(ServiceSpecModeReplicatedJob {
                 max_concurrent: Some(1),
@@ -577,6 +594,9 @@ mod tests {
             env,
             labels: BTreeMap::new(),
             mounts: vec![],
+            task: Default::default(),
+            objects: Default::default(),
+            object_labels: Default::default(),
         };
         let dbg = format!("{job:?}");
         assert!(dbg.contains("DB_PASSWORD") && !dbg.contains("hunter22"), "{dbg}");

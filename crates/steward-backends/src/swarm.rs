@@ -207,13 +207,24 @@ impl Swarm {
     /// Creates a steward-owned secret or config. One that already exists under this versioned
     /// name has this very content (the name is its hash): that counts as done.
     pub async fn create_object(&self, stack: &str, name: &str, data: &ObjectData) -> Result<String, SwarmError> {
-        use base64::Engine as _;
-        self.write();
-        let labels = HashMap::from([
+        let labels = std::collections::BTreeMap::from([
             (labels::MANAGED_BY.to_string(), labels::MANAGED_BY_VALUE.to_string()),
             (labels::STACK.to_string(), stack.to_string()),
             (labels::SERVICE.to_string(), data.service.clone()),
         ]);
+        self.create_object_labelled(name, data, &labels).await
+    }
+
+    /// [`Swarm::create_object`] with the caller's labels.
+    pub async fn create_object_labelled(
+        &self,
+        name: &str,
+        data: &ObjectData,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Result<String, SwarmError> {
+        use base64::Engine as _;
+        self.write();
+        let labels: HashMap<String, String> = labels.clone().into_iter().collect();
         let encoded = base64::engine::general_purpose::STANDARD.encode(data.data.as_bytes());
         let r = match data.kind {
             ObjectKind::Secret => {
@@ -271,10 +282,14 @@ impl Swarm {
     /// Ids of the secrets and configs `d` mounts (Swarm's references need them): one list call
     /// per kind used, only when writing.
     async fn refs(&self, d: &DesiredService) -> Result<Refs, SwarmError> {
+        self.object_refs(&d.state.task).await
+    }
+
+    pub(crate) async fn object_refs(&self, task: &steward_plan::TaskState) -> Result<Refs, SwarmError> {
         let mut refs = Refs::default();
         for (kind, files, map) in [
-            (ObjectKind::Secret, &d.state.task.secrets, &mut refs.secrets),
-            (ObjectKind::Config, &d.state.task.configs, &mut refs.configs),
+            (ObjectKind::Secret, &task.secrets, &mut refs.secrets),
+            (ObjectKind::Config, &task.configs, &mut refs.configs),
         ] {
             if files.is_empty() {
                 continue;

@@ -51,6 +51,9 @@ fn server_job(name: &str) -> JobSpec {
         env: BTreeMap::from([("DEMO_VERSION".to_string(), "job-ok".to_string())]),
         labels: BTreeMap::from([("team".to_string(), "tax".to_string())]),
         mounts: vec![],
+        task: Default::default(),
+        objects: Default::default(),
+        object_labels: Default::default(),
     }
 }
 
@@ -64,6 +67,9 @@ fn failing_job(name: &str) -> JobSpec {
         env: BTreeMap::from([("PORT".to_string(), "1".to_string())]),
         labels: BTreeMap::new(),
         mounts: vec![],
+        task: Default::default(),
+        objects: Default::default(),
+        object_labels: Default::default(),
     }
 }
 

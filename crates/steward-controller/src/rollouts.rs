@@ -136,6 +136,14 @@ pub async fn start_job(swarm: &Swarm, stack: &str, j: &JobStart) -> Result<(), J
             (JOB_LABEL.to_string(), j.swarm_name.clone()),
         ]),
         mounts: vec![],
+        task: j.task.clone(),
+        // The new version's secrets and configs: the job mounts them before the service does.
+        objects: j.objects.clone(),
+        object_labels: BTreeMap::from([
+            (labels::MANAGED_BY.to_string(), labels::MANAGED_BY_VALUE.to_string()),
+            (labels::STACK.to_string(), stack.to_string()),
+            (labels::SERVICE.to_string(), j.service.clone()),
+        ]),
     };
     swarm.start_job(&spec).await.map(drop).map_err(|source| JobStartError {
         service: j.service.clone(),

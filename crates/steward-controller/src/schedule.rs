@@ -358,12 +358,58 @@ fn status_of(s: &ScheduleState, plan: &Plan, ctx: &Context<'_>) -> ResourceStatu
 /// The Swarm job of one attempt of a run. Labelled as the schedule's job, never as a service of
 /// the stack.
 pub fn job_spec(stack: &str, s: &ScheduleState, start: &StartJob) -> JobSpec {
+    // A `valueFrom` value is a Swarm secret `<schedule>-<VAR>-<hash8>` mounted at
+    // /run/secrets/<VAR> with <VAR>_FILE, as for services; `expose: env` keeps it in the env.
+    let mut env = BTreeMap::new();
+    let mut task = steward_plan::TaskState::default();
+    let mut objects = BTreeMap::new();
+    for (k, v) in &s.job.env {
+        if s.job.secret_env.contains(k) && !s.job.exposed_env.contains(k) {
+            let name = steward_plan::versioned_name(steward_plan::ObjectKind::Secret, &s.name, k, v);
+            env.insert(format!("{k}_FILE"), format!("{}/{k}", steward_plan::SECRETS_PATH));
+            task.secrets.push(steward_plan::FileState {
+                target: k.clone(),
+                name: name.clone(),
+                uid: "0".into(),
+                gid: "0".into(),
+                mode: 0o444,
+            });
+            objects.insert(
+                name,
+                steward_plan::ObjectData {
+                    kind: steward_plan::ObjectKind::Secret,
+                    service: s.name.clone(),
+                    data: v.clone(),
+                },
+            );
+        } else {
+            env.insert(k.clone(), v.clone());
+        }
+    }
+    task.secrets.sort();
+    task.networks = s
+        .job
+        .networks
+        .iter()
+        .map(|(name, aliases)| steward_plan::NetworkState {
+            name: name.clone(),
+            aliases: aliases.clone(),
+        })
+        .collect();
     JobSpec {
         name: start.job.clone(),
         image: start.image.clone(),
         command: s.job.command.clone(),
         args: s.job.args.clone(),
-        env: s.job.env.clone(),
+        env,
+        task,
+        objects,
+        // Not the stack's label: the Stack's clean-up of unused secrets never sees these.
+        object_labels: BTreeMap::from([
+            (labels::MANAGED_BY.to_string(), labels::MANAGED_BY_VALUE.to_string()),
+            (JOB_STACK_LABEL.to_string(), stack.to_string()),
+            (SCHEDULE_LABEL.to_string(), s.name.clone()),
+        ]),
         labels: BTreeMap::from([
             (labels::MANAGED_BY.to_string(), labels::MANAGED_BY_VALUE.to_string()),
             (JOB_STACK_LABEL.to_string(), stack.to_string()),

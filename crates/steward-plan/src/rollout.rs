@@ -268,6 +268,12 @@ pub struct JobStart {
     pub command: Vec<String>,
     pub args: Vec<String>,
     pub env: BTreeMap<String, String>,
+    /// The service's networks, mounts, secrets and configs (`TaskState::for_job`): the job runs
+    /// as the new version would (the migration joins the service's network).
+    pub task: TaskState,
+    /// Secrets and configs of the new version, created before the job starts (the service
+    /// itself is written later).
+    pub objects: BTreeMap<String, ObjectData>,
 }
 
 #[derive(Debug, Default)]

@@ -168,6 +168,20 @@ impl TaskState {
         *self == TaskState::default()
     }
 
+    /// What a one-off job of the service takes from it: networks, mounts, secrets, configs,
+    /// user, directory, placement constraints, limits. Not the healthcheck, restart policy or
+    /// spreading, which concern long-running tasks.
+    pub fn for_job(&self) -> TaskState {
+        TaskState {
+            healthcheck: None,
+            restart_policy: None,
+            preferences: Vec::new(),
+            max_replicas_per_node: None,
+            hostname: None,
+            ..self.clone()
+        }
+    }
+
     /// Names of every Swarm secret and config the task refers to.
     pub fn object_names(&self) -> impl Iterator<Item = &str> {
         self.secrets.iter().chain(&self.configs).map(|f| f.name.as_str())

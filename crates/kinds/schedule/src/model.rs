@@ -38,7 +38,11 @@ pub struct JobState {
     pub env: BTreeMap<String, String>,
     /// Names of env variables whose values came from `valueFrom`.
     pub secret_env: BTreeSet<String>,
+    /// Of `secret_env`, those with `expose: env` (the rest become Swarm secrets).
+    pub exposed_env: BTreeSet<String>,
     pub mounts: Vec<Mount>,
+    /// Networks the job joins, with their aliases.
+    pub networks: Vec<(String, Vec<String>)>,
 }
 
 impl std::fmt::Debug for JobState {
@@ -61,6 +65,7 @@ impl ScheduleState {
         let cron = CronSchedule::parse(&s.schedule, &s.time_zone)
             .expect("validation guarantees spec.schedule and spec.timeZone parse");
         let secret_env = env.iter().filter(|e| e.secret).map(|e| e.name.clone()).collect();
+        let exposed_env = env.iter().filter(|e| e.secret && e.expose).map(|e| e.name.clone()).collect();
         let job = JobState {
             image: s.job.image.as_ref().map(|i| i.as_str().to_string()),
             image_from: s.job.image_from.as_ref().map(|f| f.service.as_str().to_string()),
@@ -68,7 +73,14 @@ impl ScheduleState {
             args: s.job.args.clone().unwrap_or_default(),
             env: env.into_iter().map(|e| (e.name, e.value)).collect(),
             secret_env,
+            exposed_env,
             mounts: s.job.mounts.clone(),
+            networks: s
+                .job
+                .networks
+                .iter()
+                .map(|n| (n.name().to_string(), n.aliases().to_vec()))
+                .collect(),
         };
         let mut state = ScheduleState::new(entry.name(), cron, job);
         state.policy = s.concurrency_policy;
@@ -112,7 +124,9 @@ impl JobState {
             args: Vec::new(),
             env: BTreeMap::new(),
             secret_env: BTreeSet::new(),
+            exposed_env: BTreeSet::new(),
             mounts: Vec::new(),
+            networks: Vec::new(),
         }
     }
 }
@@ -139,6 +153,11 @@ pub fn spec_hash(s: &ScheduleState) -> String {
         env: BTreeMap<&'a str, String>,
         secret_env: &'a BTreeSet<String>,
         mounts: &'a [Mount],
+        // Left out when empty: the hashes of schedules that use neither stay what they were.
+        #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+        exposed_env: &'a BTreeSet<String>,
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        networks: &'a [(String, Vec<String>)],
     }
     let j = &s.job;
     let canonical = Canonical {
@@ -161,6 +180,8 @@ pub fn spec_hash(s: &ScheduleState) -> String {
             .collect(),
         secret_env: &j.secret_env,
         mounts: &j.mounts,
+        exposed_env: &j.exposed_env,
+        networks: &j.networks,
     };
     let json = serde_json::to_vec(&canonical).expect("a schedule's spec serializes");
     hex::encode(&Sha256::digest(&json)[..8])

@@ -113,6 +113,9 @@ pub struct JobTemplate {
     /// Volumes and bind mounts the job needs. Default: none.
     #[serde(default)]
     pub mounts: Vec<Mount>,
+    /// Networks the job joins (to reach the database, say), as for services. Default: none.
+    #[serde(default)]
+    pub networks: Vec<steward_spec::NetworkAttachment>,
 }
 
 #[derive(Clone, Debug, Serialize, JsonSchema)]

@@ -306,6 +306,8 @@ fn step_jobs(r: &mut Rollout, desired: &Desired, obs: &Observations, out: &mut S
                 command: def.as_ref().and_then(|x| x.command.clone()).unwrap_or_default(),
                 args: def.as_ref().and_then(|x| x.args.clone()).unwrap_or_default(),
                 env: d.state.env.clone(),
+                task: d.state.task.for_job(),
+                objects: d.objects.clone(),
             });
             r.jobs[idx].started_ms = Some(now);
             out.events.push(RolloutEvent {
