@@ -160,6 +160,9 @@ pub struct World {
     pub dir: tempfile::TempDir,
     pub state: PathBuf,
     extra_services: Vec<String>,
+    /// Networks and volumes made outside steward (or by Swarm for a mount), for cleanup.
+    pub extra_networks: Vec<String>,
+    pub extra_volumes: Vec<String>,
     children: Vec<Child>,
     /// Environment for every steward process of this world (secrets for the API, webhooks).
     pub env: Vec<(String, String)>,
@@ -181,6 +184,8 @@ impl World {
             dir,
             state,
             extra_services: vec![],
+            extra_networks: vec![],
+            extra_volumes: vec![],
             children: vec![],
             env: vec![],
         }
@@ -361,6 +366,46 @@ impl Drop for World {
             let mut args = vec!["service", "rm"];
             args.extend(names.iter().map(String::as_str));
             let _ = docker(&args);
+        }
+        // Secrets and configs steward made for this stack's services and jobs, then networks
+        // (which Docker frees once the removed services' containers are gone: bounded retries).
+        for kind in ["secret", "config"] {
+            for label in ["steward.io/stack", "steward.io/job-stack"] {
+                let ids = docker_ok(&[kind, "ls", "-q", "--filter", &format!("label={label}={}", self.stack)]);
+                let ids: Vec<&str> = ids.lines().filter(|l| !l.is_empty()).collect();
+                if !ids.is_empty() {
+                    let mut args = vec![kind, "rm"];
+                    args.extend(ids);
+                    let _ = docker(&args);
+                }
+            }
+        }
+        let mut nets = docker_ok(&[
+            "network",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=steward.io/stack={}", self.stack),
+        ])
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect::<Vec<_>>();
+        nets.append(&mut self.extra_networks);
+        for _ in 0..20 {
+            nets.retain(|n| !docker(&["network", "rm", n]).status.success() && docker(&["network", "inspect", n]).status.success());
+            if nets.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        for v in &self.extra_volumes {
+            for _ in 0..20 {
+                if docker(&["volume", "rm", v]).status.success() || !docker(&["volume", "inspect", v]).status.success() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
         }
     }
 }

@@ -3,9 +3,11 @@
 
 pub mod git;
 pub mod jobs;
+pub mod networks;
 pub mod notify;
 pub mod probe;
 pub mod prometheus;
+mod raw;
 pub mod service_spec;
 pub mod swarm;
 mod task_spec;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bollard::models::*;
 use bollard::query_parameters::{
-    EventsOptions, ListConfigsOptions, ListNetworksOptions, ListSecretsOptions, ListServicesOptions,
+    EventsOptions, ListConfigsOptions, ListNetworksOptions, ListSecretsOptions,
     UpdateServiceOptions,
 };
 use bollard::{ClientVersion, Docker};
@@ -43,6 +43,9 @@ pub enum SwarmError {
         #[source]
         source: bollard::errors::Error,
     },
+    /// A read outside bollard failed (transport or decoding).
+    #[error("Docker engine unreadable during {op}: {message}")]
+    Unreadable { op: &'static str, message: String },
     /// The service changed since it was observed ("update out of sequence"): re-observe and re-plan.
     #[error("service {name} changed since it was observed (version {version} is stale)")]
     Conflict { name: String, version: u64 },
@@ -103,6 +106,7 @@ pub struct ServiceEvent {
 #[derive(Clone)]
 pub struct Swarm {
     docker: Docker,
+    endpoint: crate::raw::Endpoint,
     pub calls: Arc<CallCounters>,
 }
 
@@ -123,6 +127,7 @@ impl Swarm {
         };
         Ok(Self {
             docker,
+            endpoint: crate::raw::Endpoint::parse(host),
             calls: Arc::new(CallCounters::default()),
         })
     }
@@ -352,13 +357,12 @@ impl Swarm {
 
     async fn list(&self, filters: HashMap<String, Vec<String>>) -> Result<Vec<Service>, SwarmError> {
         self.read();
-        self.docker
-            .list_services(Some(ListServicesOptions {
-                filters: Some(filters),
-                status: Some(true),
-            }))
+        crate::raw::list_services(&self.endpoint, &filters, std::time::Duration::from_secs(REQUEST_TIMEOUT_SECS))
             .await
-            .map_err(|e| SwarmError::from_api("list services", "", 0, e))
+            .map_err(|message| SwarmError::Unreadable {
+                op: "list services",
+                message,
+            })
     }
 
     pub async fn create(&self, stack: &str, d: &DesiredService) -> Result<String, SwarmError> {

@@ -306,7 +306,8 @@ pub fn read_task(task: &TaskSpec, networks: &NetworkNames) -> TaskState {
         user: c.user.filter(|s| !s.is_empty()),
         working_dir: c.dir.filter(|s| !s.is_empty()),
         hostname: c.hostname.filter(|s| !s.is_empty()),
-        init: c.init,
+        // Docker's CLI writes `Init: false` when not asked: the same as unset.
+        init: c.init.filter(|i| *i),
         container_labels: sorted_map(c.labels.as_ref()),
         logging: task.log_driver.as_ref().and_then(|l| {
             let name = l.name.clone().unwrap_or_default();

@@ -408,7 +408,8 @@ pub fn task_from_spec(
         user: spec.user.clone(),
         working_dir: spec.working_dir.clone(),
         hostname: spec.hostname.clone(),
-        init: spec.init,
+        // `init: false` is the engine's default: the same as unset, as Swarm reads back.
+        init: spec.init.filter(|i| *i),
         container_labels: spec.labels.clone(),
         logging: spec.logging.as_ref().map(|l| DriverState {
             name: l.driver.clone(),
@@ -499,7 +500,13 @@ pub fn diff_task(old: &TaskState, new: &TaskState) -> Vec<(String, String, Strin
             continue;
         }
         let field = camel(k);
-        if let (serde_json::Value::Object(om), serde_json::Value::Object(nm)) = (ov, nv) {
+        let empty = serde_json::Value::Object(Default::default());
+        let (ovm, nvm) = if k == "container_labels" {
+            (if ov.is_null() { &empty } else { ov }, if nv.is_null() { &empty } else { nv })
+        } else {
+            (ov, nv)
+        };
+        if let (serde_json::Value::Object(om), serde_json::Value::Object(nm)) = (ovm, nvm) {
             if k == "container_labels" {
                 let inner: std::collections::BTreeSet<&String> = om.keys().chain(nm.keys()).collect();
                 for ik in inner {
@@ -537,7 +544,23 @@ fn render(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::Null => "(none)".into(),
         serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
+        other => humanize(other).to_string(),
+    }
+}
+
+/// Nested values in the manifests' spelling: camelCase keys, `*_ns` numbers as durations.
+fn humanize(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => serde_json::Value::Object(
+            m.iter()
+                .map(|(k, v)| match (k.strip_suffix("_ns"), v.as_i64()) {
+                    (Some(base), Some(_)) => (camel(base), serde_json::Value::String(render_ns(v))),
+                    _ => (camel(k), humanize(v)),
+                })
+                .collect(),
+        ),
+        serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(humanize).collect()),
+        other => other.clone(),
     }
 }
 
