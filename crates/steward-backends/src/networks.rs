@@ -60,12 +60,18 @@ impl Swarm {
             .map_err(|e| api_error("create", &d.name, e))
     }
 
-    /// Removes the network `id` (named `name`, for errors). One already gone counts as removed;
-    /// one still in use is refused by the engine and reported.
-    pub async fn remove_network(&self, id: &str, name: &str) -> Result<(), SwarmError> {
+    /// Removes the network `id` (named `name`, for errors): true when this call removed it,
+    /// false when it was gone already. One still in use is refused by the engine and reported.
+    ///
+    /// For a few seconds after a removal, while a task that used it shuts down, the node still
+    /// lists the network and the engine answers a second removal with 500 "network … not found"
+    /// rather than 404: that is "gone" too.
+    pub async fn remove_network(&self, id: &str, name: &str) -> Result<bool, SwarmError> {
         self.count_network_write();
         match self.docker().remove_network(id).await {
-            Ok(()) | Err(ApiError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Ok(()) => Ok(true),
+            Err(ApiError::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
+            Err(ApiError::DockerResponseServerError { message, .. }) if message.contains("not found") => Ok(false),
             Err(e) => Err(api_error("remove", name, e)),
         }
     }

@@ -131,6 +131,9 @@ pub fn to_swarm(stack: &str, d: &DesiredService, refs: &Refs) -> ServiceSpec {
     spec
 }
 
+/// Swarm's default monitor period (swarmkit's `defaultMonitor`).
+const SWARM_MONITOR_NS: i64 = 5_000_000_000;
+
 /// Swarm's defaults for a service created without an update/rollback config.
 fn default_policy() -> PolicyState {
     PolicyState {
@@ -186,7 +189,8 @@ pub fn from_swarm(s: &Service, stack: &str, networks: &NetworkNames) -> Option<O
             parallelism: u.parallelism.unwrap_or(0) as u64,
             delay_ns: u.delay.unwrap_or(0),
             failure_action: u.failure_action.map_or("pause".into(), |x| x.to_string()),
-            monitor_ns: u.monitor.unwrap_or(0),
+            // Swarm applies its 5 s default to an unset or zero monitor.
+            monitor_ns: u.monitor.filter(|m| *m != 0).unwrap_or(SWARM_MONITOR_NS),
             max_failure_ratio: round_ratio(u.max_failure_ratio.unwrap_or(0.0)),
             order: u.order.map_or("stop-first".into(), |x| x.to_string()),
         });
@@ -197,7 +201,8 @@ pub fn from_swarm(s: &Service, stack: &str, networks: &NetworkNames) -> Option<O
             parallelism: u.parallelism.unwrap_or(0) as u64,
             delay_ns: u.delay.unwrap_or(0),
             failure_action: u.failure_action.map_or("pause".into(), |x| x.to_string()),
-            monitor_ns: u.monitor.unwrap_or(0),
+            // Swarm applies its 5 s default to an unset or zero monitor.
+            monitor_ns: u.monitor.filter(|m| *m != 0).unwrap_or(SWARM_MONITOR_NS),
             max_failure_ratio: round_ratio(u.max_failure_ratio.unwrap_or(0.0)),
             order: u.order.map_or("stop-first".into(), |x| x.to_string()),
         });

@@ -185,7 +185,9 @@ pub fn read_task(task: &TaskSpec, networks: &NetworkNames) -> TaskState {
                 driver: v.driver_config.as_ref().and_then(|d| {
                     let name = d.name.clone().unwrap_or_default();
                     let options = sorted_map(d.options.as_ref());
-                    (!name.is_empty() || !options.is_empty()).then_some(DriverState { name, options })
+                    // No driver, or `local` without options, is Docker's default volume.
+                    let default = (name.is_empty() || name == "local") && options.is_empty();
+                    (!default).then_some(DriverState { name, options })
                 }),
                 volume_labels: sorted_map(v.labels.as_ref()),
                 tmpfs_size: m.tmpfs_options.as_ref().and_then(|t| t.size_bytes).filter(|s| *s != 0),
@@ -207,7 +209,11 @@ pub fn read_task(task: &TaskSpec, networks: &NetworkNames) -> TaskState {
         .into_iter()
         .map(|s| {
             let f = s.file.unwrap_or_default();
-            file(f.name, f.uid, f.gid, f.mode, s.secret_name.unwrap_or_default())
+            // `/run/secrets/x` and `x` are the same file; steward keeps the relative form.
+            let target = f
+                .name
+                .map(|n| n.strip_prefix("/run/secrets/").map(str::to_string).unwrap_or(n));
+            file(target, f.uid, f.gid, f.mode, s.secret_name.unwrap_or_default())
         })
         .collect();
     secrets.sort();
@@ -217,7 +223,9 @@ pub fn read_task(task: &TaskSpec, networks: &NetworkNames) -> TaskState {
         .into_iter()
         .filter_map(|s| {
             let f = s.file?;
-            Some(file(f.name, f.uid, f.gid, f.mode, s.config_name.unwrap_or_default()))
+            // A relative config target is relative to `/` (Swarm's): the same file.
+            let target = f.name.map(|n| if n.starts_with('/') { n } else { format!("/{n}") });
+            Some(file(target, f.uid, f.gid, f.mode, s.config_name.unwrap_or_default()))
         })
         .collect();
     configs.sort();

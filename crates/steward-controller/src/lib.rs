@@ -3,6 +3,7 @@
 
 mod backoff;
 pub mod metrics;
+mod network;
 mod pass;
 mod prepare;
 mod rollouts;
@@ -19,6 +20,7 @@ pub use pass::{
     META_SOURCE_APPLIED_DESCRIBE, META_SOURCE_ATTEMPTED, META_SOURCE_ATTEMPTED_DESCRIBE,
 };
 pub use prepare::{desired_hash, generation_hash, prepare, prepare_all, PrepareError, Prepared};
+pub use network::plan_networks;
 pub use run::{run, AfterPass, AfterSchedule, RunOptions};
 
 /// A request from outside the loop (HTTP API, git webhook) to look again now.

@@ -91,6 +91,8 @@ pub struct Controller {
     pub(crate) started: OffsetDateTime,
     /// Generation of the last valid desired state.
     pub(crate) generation: u64,
+    /// Networks of the last valid desired state, sorted by name.
+    pub(crate) networks: Vec<steward_network::DesiredNetwork>,
 }
 
 /// Why there is no desired state to load.
@@ -157,6 +159,7 @@ impl Controller {
             images: None,
             started: OffsetDateTime::now_utc(),
             generation: 0,
+            networks: Vec::new(),
         }
     }
 
@@ -282,6 +285,7 @@ impl Controller {
                 let Prepared {
                     desired: mut d,
                     schedules,
+                    networks,
                 } = prepared;
                 let stored_hash = self.store.get_meta(META_HASH).ok().flatten();
                 let mut generation: u64 = self
@@ -316,6 +320,7 @@ impl Controller {
                 d.generation = generation;
                 self.generation = generation;
                 self.schedules = schedules;
+                self.networks = networks;
                 self.last_invalid = None;
                 self.last_good = Some(d.clone());
                 self.record_source_attempted();
@@ -478,6 +483,8 @@ impl Controller {
         }
         outcome.blocking.extend(holds.blocking);
 
+        // Networks first: the services written next join them by name.
+        self.reconcile_networks(&desired.stack, desired.prune, &mut outcome).await;
         let conflict = self
             .execute_all(&desired.stack, &the_plan, active.as_ref(), &mut outcome)
             .await;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 use steward_manifest::load_paths;
+use steward_network::DesiredNetwork;
 use steward_plan::{Desired, DesiredService};
 use steward_schedule::ScheduleState;
 use steward_spec::{resolve_env_vars, resolve_service, SpecErrors};
@@ -21,6 +22,8 @@ pub struct Prepared {
     pub desired: Desired,
     /// Sorted by name.
     pub schedules: Vec<ScheduleState>,
+    /// Sorted by name.
+    pub networks: Vec<DesiredNetwork>,
 }
 
 /// Loads and validates manifests, resolves `valueFrom`, and builds the Service planner's input.
@@ -35,9 +38,27 @@ pub fn prepare_all(paths: &[PathBuf]) -> Result<Prepared, PrepareError> {
     let mut services = Vec::new();
     let mut schedules = Vec::new();
     let mut errors = Vec::new();
+    // Every mount of a volume a Volume document names creates it with that driver, options
+    // and labels (Swarm creates a named volume on a node at its first mount).
+    let volumes: steward_plan::task::Volumes = state
+        .volumes
+        .iter()
+        .map(|v| {
+            (
+                v.name().to_string(),
+                (
+                    steward_plan::task::DriverState {
+                        name: v.spec.driver.clone(),
+                        options: v.spec.driver_opts.clone(),
+                    },
+                    v.metadata.labels.clone(),
+                ),
+            )
+        })
+        .collect();
     for entry in &state.services {
         match resolve_service(entry) {
-            Ok(resolved) => services.push(DesiredService::from_entry(entry, resolved, &Default::default())),
+            Ok(resolved) => services.push(DesiredService::from_entry(entry, resolved, &volumes)),
             Err(SpecErrors(e)) => errors.extend(e),
         }
     }
@@ -63,6 +84,7 @@ pub fn prepare_all(paths: &[PathBuf]) -> Result<Prepared, PrepareError> {
             retained_objects: Default::default(),
         },
         schedules,
+        networks: state.networks.iter().map(DesiredNetwork::from_entry).collect(),
     })
 }
 
@@ -76,6 +98,11 @@ pub fn generation_hash(p: &Prepared) -> String {
         h.update(s.name.as_bytes());
         h.update([0]);
         h.update(s.spec_hash.as_bytes());
+    }
+    for n in &p.networks {
+        // Debug output of sorted maps and plain fields: stable for equal values.
+        h.update(format!("{n:?}").as_bytes());
+        h.update([0]);
     }
     hex::encode(&h.finalize()[..8])
 }

@@ -4,8 +4,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use steward_network::spec::NetworkEntry;
 use steward_schedule::spec::ScheduleEntry;
 use steward_spec::*;
+use steward_volume::spec::VolumeEntry;
 
 use crate::registry::{self, Documents};
 
@@ -21,6 +23,10 @@ pub struct DesiredState {
     pub services: Vec<ServiceEntry>,
     /// Sorted by name.
     pub schedules: Vec<ScheduleEntry>,
+    /// Sorted by name.
+    pub networks: Vec<NetworkEntry>,
+    /// Sorted by name.
+    pub volumes: Vec<VolumeEntry>,
     pub files: Vec<PathBuf>,
 }
 
@@ -124,10 +130,13 @@ pub fn parse_sources(inputs: &[(PathBuf, String)]) -> Result<DesiredState, SpecE
             }
         }
     }
+    registry::check_across(&docs, &mut errors);
     let Documents {
         mut services,
         stacks,
         mut schedules,
+        mut networks,
+        mut volumes,
     } = docs;
     // Names are unique across the whole desired state.
     let mut seen: HashMap<&str, &ServiceEntry> = HashMap::new();
@@ -148,7 +157,6 @@ pub fn parse_sources(inputs: &[(PathBuf, String)]) -> Result<DesiredState, SpecE
         }
     }
     check_dependencies(&services, &mut errors);
-    registry::check_across(&services, &schedules, &mut errors);
     if stacks.len() > 1 {
         let (_, first) = &stacks[0];
         for (d, src) in &stacks[1..] {
@@ -172,6 +180,8 @@ pub fn parse_sources(inputs: &[(PathBuf, String)]) -> Result<DesiredState, SpecE
     }
     services.sort_by(|a, b| a.name().cmp(b.name()));
     schedules.sort_by(|a, b| a.name().cmp(b.name()));
+    networks.sort_by(|a, b| a.name().cmp(b.name()));
+    volumes.sort_by(|a, b| a.name().cmp(b.name()));
     let (stack, prune) = match stacks.into_iter().next() {
         Some((d, _)) => (d.metadata.name.value.to_string(), d.spec.prune),
         None => (DEFAULT_STACK.to_string(), false),
@@ -181,6 +191,8 @@ pub fn parse_sources(inputs: &[(PathBuf, String)]) -> Result<DesiredState, SpecE
         prune,
         services,
         schedules,
+        networks,
+        volumes,
         files: inputs.iter().map(|(f, _)| f.clone()).collect(),
     })
 }

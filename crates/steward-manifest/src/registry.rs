@@ -4,11 +4,13 @@
 //! field in [`Documents`] and [`crate::DesiredState`], an arm in [`parse_document`], its
 //! cross-document checks in [`check_across`], and its schema in [`json_schema`].
 
+use steward_network::spec::{NetworkDocument, NetworkEntry};
 use steward_schedule::spec::{ScheduleDocument, ScheduleEntry};
 use steward_spec::*;
+use steward_volume::spec::{VolumeDocument, VolumeEntry};
 
 /// For error messages: the kinds a document may be.
-pub const EXPECTED: &str = "Service, Stack or Schedule";
+pub const EXPECTED: &str = "Service, Stack, Schedule, Network or Volume";
 
 /// Documents of every kind, as parsed (before the checks across documents).
 #[derive(Default)]
@@ -16,6 +18,8 @@ pub struct Documents {
     pub services: Vec<ServiceEntry>,
     pub stacks: Vec<(StackDocument, Source)>,
     pub schedules: Vec<ScheduleEntry>,
+    pub networks: Vec<NetworkEntry>,
+    pub volumes: Vec<VolumeEntry>,
 }
 
 fn source(ctx: &DocCtx, m: &Metadata) -> Source {
@@ -56,6 +60,22 @@ pub fn parse_document(
                 spec: d.spec,
             });
         }),
+        "Network" => typed::<NetworkDocument>(ctx, text).map(|d| {
+            steward_network::validate::validate(ctx, text, &d, errors);
+            docs.networks.push(NetworkEntry {
+                source: source(ctx, &d.metadata),
+                metadata: d.metadata,
+                spec: d.spec,
+            });
+        }),
+        "Volume" => typed::<VolumeDocument>(ctx, text).map(|d| {
+            steward_volume::validate::validate(ctx, text, &d, errors);
+            docs.volumes.push(VolumeEntry {
+                source: source(ctx, &d.metadata),
+                metadata: d.metadata,
+                spec: d.spec,
+            });
+        }),
         _ => Err(unknown_kind(ctx, kind, EXPECTED)),
     };
     if let Err(e) = result {
@@ -63,8 +83,19 @@ pub fn parse_document(
     }
 }
 
-/// Checks that span documents: unique names per kind, references between kinds.
-pub fn check_across(services: &[ServiceEntry], schedules: &[ScheduleEntry], errors: &mut Vec<SpecError>) {
+/// Checks that span documents: unique names per kind, references between kinds. (A Service's
+/// `networks` entry or volume mount that names no Network or Volume document is allowed: an
+/// existing network, or Docker's default local volume.)
+pub fn check_across(docs: &Documents, errors: &mut Vec<SpecError>) {
+    let Documents {
+        services,
+        schedules,
+        networks,
+        volumes,
+        ..
+    } = docs;
+    steward_network::validate::check_unique(networks, errors);
+    steward_volume::validate::check_unique(volumes, errors);
     let mut seen: std::collections::HashMap<&str, &ScheduleEntry> = Default::default();
     for s in schedules {
         if let Some(first) = seen.insert(s.name(), s) {
@@ -95,6 +126,8 @@ pub fn json_schema() -> serde_json::Value {
         Service(ServiceDocument),
         Stack(StackDocument),
         Schedule(ScheduleDocument),
+        Network(NetworkDocument),
+        Volume(VolumeDocument),
     }
     let mut schema = serde_json::to_value(schemars::schema_for!(Document)).expect("schema serializes");
     if let Some(obj) = schema.as_object_mut() {

@@ -137,3 +137,69 @@ fn reserved_label_is_refused() {
     let e = errors(&GOOD.replace("  name: web", "  name: web\n  labels:\n    steward.io/stack: x"));
     assert!(e[0].starts_with("m/app.yaml:6:") && e[0].contains("reserved"), "{e:?}");
 }
+
+const NETWORK: &str = "\
+apiVersion: steward.io/v1alpha1
+kind: Network
+metadata: {name: tax-net, labels: {team: tax}}
+spec:
+  attachable: true
+";
+
+const VOLUME: &str = "\
+apiVersion: steward.io/v1alpha1
+kind: Volume
+metadata: {name: media}
+spec:
+  driverOpts: {type: nfs, o: \"addr=10.0.0.1,rw\", device: \":/media\"}
+";
+
+#[test]
+fn networks_and_volumes_are_carried_sorted_with_defaults() {
+    let other = NETWORK
+        .replace("tax-net", "a-net")
+        .replace("  attachable: true\n", "  internal: true\n");
+    let s = parse(&format!("{GOOD}---\n{NETWORK}---\n{other}---\n{VOLUME}")).unwrap();
+    let names: Vec<&str> = s.networks.iter().map(|n| n.name()).collect();
+    assert_eq!(names, ["a-net", "tax-net"]);
+    assert_eq!(s.networks[1].spec.driver, "overlay");
+    assert!(s.networks[1].spec.attachable && !s.networks[1].spec.internal);
+    assert_eq!(s.networks[1].source.line, 15);
+    assert_eq!(s.volumes[0].name(), "media");
+    assert_eq!(s.volumes[0].spec.driver, "local");
+    assert_eq!(s.volumes[0].spec.driver_opts["type"], "nfs");
+}
+
+#[test]
+fn duplicate_network_and_volume_names_are_errors_at_the_second() {
+    let e = errors(&format!("{NETWORK}---\n{NETWORK}---\n{VOLUME}---\n{VOLUME}"));
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].starts_with("m/app.yaml:9:")
+            && e[0].contains("duplicate Network name \"tax-net\" (first defined at m/app.yaml:3)"),
+        "{e:?}"
+    );
+    assert!(
+        e[1].starts_with("m/app.yaml:21:") && e[1].contains("duplicate Volume name \"media\""),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_service_may_name_networks_and_volumes_without_documents() {
+    let svc = format!(
+        "{GOOD}  networks: [existing-net]\n  mounts:\n    - {{type: volume, source: scratch, target: /scratch}}\n"
+    );
+    let s = parse(&svc).unwrap();
+    assert!(s.networks.is_empty() && s.volumes.is_empty());
+}
+
+#[test]
+fn an_invalid_network_document_is_reported_with_its_position() {
+    let e = errors(&format!(
+        "{GOOD}---\n{}",
+        NETWORK.replace("  attachable: true", "  driver: host")
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with("m/app.yaml:17:3: spec.driver:"), "{e:?}");
+}

@@ -98,6 +98,14 @@ impl std::fmt::Debug for ServiceState {
     }
 }
 
+fn nonzero_or(v: i64, default: i64) -> i64 {
+    if v == 0 {
+        default
+    } else {
+        v
+    }
+}
+
 pub fn round_ratio(r: f64) -> f64 {
     (r * 10_000.0).round() / 10_000.0
 }
@@ -208,7 +216,8 @@ impl DesiredService {
                     FailureAction::Rollback => "rollback",
                 }
                 .into(),
-                monitor_ns: u.monitor.as_nanos_i64(),
+                // 0 means Swarm's 5 s default, as the observer reads it.
+                monitor_ns: nonzero_or(u.monitor.as_nanos_i64(), 5_000_000_000),
                 max_failure_ratio: round_ratio(f64::from(u.max_failure_ratio)),
                 order: order(u.order),
             },
@@ -220,7 +229,7 @@ impl DesiredService {
                     RollbackFailureAction::Continue => "continue",
                 }
                 .into(),
-                monitor_ns: r.monitor.as_nanos_i64(),
+                monitor_ns: nonzero_or(r.monitor.as_nanos_i64(), 5_000_000_000),
                 max_failure_ratio: round_ratio(f64::from(r.max_failure_ratio)),
                 order: order(r.order),
             },

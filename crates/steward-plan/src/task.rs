@@ -336,6 +336,7 @@ pub fn task_from_spec(
             let target = r.target.clone().unwrap_or(default_target);
             let target = match (kind, target.strip_prefix(&format!("{SECRETS_PATH}/"))) {
                 (ObjectKind::Secret, Some(rel)) => rel.to_string(),
+                (ObjectKind::Config, _) if !target.starts_with('/') => format!("/{target}"),
                 _ => target,
             };
             out.push(FileState {
@@ -451,7 +452,11 @@ fn mount_state(m: &Mount, volumes: &Volumes) -> MountState {
     let (driver, volume_labels) = match (m.kind, &m.source) {
         (MountType::Volume, Some(s)) => volumes
             .get(s)
-            .map(|(d, l)| (Some(d.clone()), l.clone()))
+            .map(|(d, l)| {
+                // `local` without options is Docker's default volume: written as no driver.
+                let default = (d.name.is_empty() || d.name == "local") && d.options.is_empty();
+                ((!default).then(|| d.clone()), l.clone())
+            })
             .unwrap_or_default(),
         _ => (None, BTreeMap::new()),
     };

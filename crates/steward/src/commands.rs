@@ -17,6 +17,12 @@ use crate::{Cli, Command};
 pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Validate { ref paths, resolve } => Ok(validate(paths, resolve)),
+        Command::Import {
+            ref file,
+            ref stack,
+            ref output,
+            force,
+        } => Ok(crate::import::run(file, stack.clone(), output.clone(), force)),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&steward_manifest::json_schema())?);
             Ok(0)
@@ -133,8 +139,8 @@ pub(crate) fn swarm(cli: &Cli) -> anyhow::Result<Swarm> {
 }
 
 async fn plan(cli: &Cli, paths: &[PathBuf], output: Format) -> anyhow::Result<u8> {
-    let (desired, schedules) = match steward_controller::prepare_all(paths) {
-        Ok(p) => (p.desired, p.schedules),
+    let (desired, schedules, networks) = match steward_controller::prepare_all(paths) {
+        Ok(p) => (p.desired, p.schedules, p.networks),
         Err(PrepareError::Invalid(errs)) => {
             for e in &errs.0 {
                 println!("{e}");
@@ -164,6 +170,13 @@ async fn plan(cli: &Cli, paths: &[PathBuf], output: Format) -> anyhow::Result<u8
     }
     // The pass's own pipeline (effective desired state, plan, rollout annotation).
     let p = steward_plan::pipeline(&desired, rollout.as_ref(), &observed).plan;
+    // Networks are created before services are written, as the controller does.
+    let net = steward_controller::plan_networks(&swarm, &desired.stack, desired.prune, &networks).await;
+    let net_text = if net.entries.is_empty() {
+        String::new()
+    } else {
+        format!("\n{}", net.display())
+    };
     let active = if cli.state.exists() || cli.store.is_some() {
         open_store(cli)?.active_runs()?
     } else {
@@ -171,16 +184,18 @@ async fn plan(cli: &Cli, paths: &[PathBuf], output: Format) -> anyhow::Result<u8
     };
     emit(
         output,
-        || p.display() + &schedule_lines(&schedules, &active),
+        || p.display() + &net_text + &schedule_lines(&schedules, &active),
         || p.to_json(),
     );
-    Ok(if unknown || p.errors().next().is_some() {
-        1
-    } else if !p.is_empty() {
-        2
-    } else {
-        0
-    })
+    Ok(
+        if unknown || p.errors().next().is_some() || net.errors().next().is_some() {
+            1
+        } else if !p.is_empty() || !net.actions().is_empty() {
+            2
+        } else {
+            0
+        },
+    )
 }
 
 /// What the schedules will do next: their next instant, and runs in progress. A schedule's

@@ -2,6 +2,7 @@
 
 mod commands;
 mod describe;
+mod import;
 mod output;
 mod schedules;
 
@@ -178,6 +179,22 @@ pub enum Command {
     },
     /// Print the JSON Schema of manifest documents.
     Schema,
+    /// Turn a Compose / stack file (version 3.x) into manifests: one file per service, plus
+    /// networks.yaml, volumes.yaml and stack.yaml. Prints the secrets to provide and everything
+    /// steward cannot express. Exit 0 written, 1 on an unreadable or invalid file.
+    Import {
+        file: PathBuf,
+        /// The stack name it was deployed with (`docker stack deploy -c FILE NAME`): the
+        /// manifests then describe exactly what runs, to adopt it without any change.
+        #[arg(long)]
+        stack: Option<String>,
+        /// Directory to write to. Default: the current directory.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]

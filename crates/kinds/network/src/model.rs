@@ -73,6 +73,14 @@ pub struct ObservedNetwork {
     pub labels: BTreeMap<String, String>,
 }
 
+impl ObservedNetwork {
+    /// Swarm's allocator has not processed the network yet (it was just created): until then the
+    /// engine reports no driver and no options for it, so those cannot be compared.
+    pub fn allocating(&self) -> bool {
+        self.driver.is_empty()
+    }
+}
+
 /// Who a network belongs to, from its labels.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NetOwner {
@@ -121,7 +129,8 @@ pub struct FieldDiff {
 /// Absent values print as this, as in the Service plan.
 pub const NONE: &str = "(none)";
 
-/// What differs between `d` and `o`. Ownership labels are not compared, and an adopted
+/// What differs between `d` and `o`. Driver and options are not compared while the network is
+/// [allocating](ObservedNetwork::allocating). Ownership labels are not compared, and an adopted
 /// network's labels not at all (it never carries steward's).
 pub fn diff(d: &DesiredNetwork, o: &ObservedNetwork, compare_labels: bool) -> Vec<FieldDiff> {
     let mut out = Vec::new();
@@ -135,11 +144,15 @@ pub fn diff(d: &DesiredNetwork, o: &ObservedNetwork, compare_labels: bool) -> Ve
         }
     };
     field("scope", o.scope.clone(), SWARM_SCOPE.into());
-    field("driver", o.driver.clone(), d.driver.clone());
+    if !o.allocating() {
+        field("driver", o.driver.clone(), d.driver.clone());
+    }
     field("attachable", o.attachable.to_string(), d.attachable.to_string());
     field("internal", o.internal.to_string(), d.internal.to_string());
-    let options = normalize_options(o.options.clone(), Some(&d.options));
-    map_diff("driverOpts", &options, &d.options, &mut out);
+    if !o.allocating() {
+        let options = normalize_options(o.options.clone(), Some(&d.options));
+        map_diff("driverOpts", &options, &d.options, &mut out);
+    }
     if compare_labels {
         let observed: BTreeMap<String, String> = o
             .labels

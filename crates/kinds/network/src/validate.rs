@@ -20,12 +20,18 @@ pub fn validate(ctx: &DocCtx, text: &str, d: &NetworkDocument, errors: &mut Vec<
         errors.push(ctx.err(
             Some(d.metadata.name.referenced.into()),
             "metadata.name",
-            format!("{name:?} is one of Docker's predefined networks; services join it by name without a Network document"),
+            format!(
+                "{name:?} is one of Docker's predefined networks; services join it by name without a Network document"
+            ),
         ));
     }
     let s = &d.spec;
     if s.driver.trim().is_empty() {
-        errors.push(ctx.err(locate_key(text, "driver"), "spec.driver", "must not be empty (default: overlay)"));
+        errors.push(ctx.err(
+            locate_key(text, "driver"),
+            "spec.driver",
+            "must not be empty (default: overlay)",
+        ));
     } else if LOCAL_DRIVERS.contains(&s.driver.as_str()) {
         errors.push(ctx.err(
             locate_key(text, "driver"),
@@ -38,7 +44,11 @@ pub fn validate(ctx: &DocCtx, text: &str, d: &NetworkDocument, errors: &mut Vec<
     }
     for k in s.driver_opts.keys() {
         if k.trim().is_empty() {
-            errors.push(ctx.err(locate_key(text, "driverOpts"), "spec.driverOpts", "option names must not be empty"));
+            errors.push(ctx.err(
+                locate_key(text, "driverOpts"),
+                "spec.driverOpts",
+                "option names must not be empty",
+            ));
         }
     }
 }
