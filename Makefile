@@ -9,6 +9,7 @@ STATE ?= .steward/demo.db
 demo: swarm demo-images build
 	@echo "steward: demo stack in manifests/demo, state in $(STATE)"
 	@echo "steward: dashboard on http://127.0.0.1:9469/ ; in another terminal: ./target/debug/steward --state $(STATE) status   (or: events --follow)"
+	STEWARD_DEMO_API_KEY="$${STEWARD_DEMO_API_KEY:-$$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}" \
 	./target/debug/steward --state $(STATE) run manifests/demo
 
 ## Initialize a single-node swarm if the engine is not in swarm mode.

@@ -19,6 +19,8 @@ cleanup() {
     # Backstop for a bench that was killed before its own cleanup ran.
     local svcs nets
     docker stack rm "${PREFIX}-compose" >/dev/null 2>&1 || true
+    # Configs steward made for --every-field services (labelled with the bench's stack).
+    docker config ls -q --filter "label=steward.io/stack=${PREFIX}" 2>/dev/null | xargs -r docker config rm >/dev/null 2>&1 || true
     svcs="$(docker service ls --filter "name=${PREFIX}-" --format '{{.Name}}' 2>/dev/null | grep "^${PREFIX}-" || true)"
     if [[ -n "${svcs}" ]]; then
         echo "bench-swarm: removing leftover services: ${svcs//$'\n'/ }" >&2

@@ -43,6 +43,8 @@ const BUDGET: Duration = Duration::from_secs(9 * 60 + 30);
 
 struct Opts {
     prefix: String,
+    /// Services use every task-level field (`--every-field`).
+    every_field: bool,
     services: usize,
     passes: usize,
     deploy_runs: usize,
@@ -53,7 +55,7 @@ struct Opts {
 }
 
 const USAGE: &str = "usage: steward-bench [--prefix bench-NAME] [--services 50] [--passes 20] [--deploy-runs 5] \
-[--drift-runs 10] [--idle-secs 60]\n\nRuns against the Docker engine at $DOCKER_HOST (default: the local Docker socket), \
+[--drift-runs 10] [--idle-secs 60] [--every-field]\n\nRuns against the Docker engine at $DOCKER_HOST (default: the local Docker socket), \
 which must be a swarm manager with the image taxcollector-demo:v1 (scripts/demo-images.sh). \
 Markdown goes to stdout, progress to stderr.\n\n\
 steward-bench rollback --help: the rollback benchmark (a separate run).\n\
@@ -63,6 +65,7 @@ steward-bench schedule --help: schedule start lateness and idle cost (a separate
 fn parse_args() -> anyhow::Result<Opts> {
     let mut o = Opts {
         prefix: format!("bench-{}", std::process::id()),
+        every_field: false,
         services: 50,
         passes: 20,
         deploy_runs: 5,
@@ -84,6 +87,7 @@ fn parse_args() -> anyhow::Result<Opts> {
             "--deploy-runs" => o.deploy_runs = val("--deploy-runs")?.parse()?,
             "--drift-runs" => o.drift_runs = val("--drift-runs")?.parse()?,
             "--idle-secs" => o.idle = Duration::from_secs(val("--idle-secs")?.parse()?),
+            "--every-field" => o.every_field = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -136,8 +140,19 @@ impl Ctx {
     }
 }
 
+/// Every task-level field a service can set without outside objects (no network or volume
+/// to create), with values Swarm accepts on one node; the config is a steward-owned object.
+const EVERY_FIELD: &str = "  mounts:\n    - {type: tmpfs, target: /scratch, size: 8Mi}\n    - {type: bind, source: /tmp, target: /host-tmp, readOnly: true}\n\
+  placement: {constraints: [\"node.role == manager\"], maxReplicasPerNode: 1}\n  stopGracePeriod: 20s\n  stopSignal: SIGTERM\n\
+  restartPolicy: {condition: on-failure, delay: 2s, maxAttempts: 3, window: 30s}\n\
+  healthcheck: {test: [\"CMD\", \"/demo-app\", \"--healthcheck\"], interval: 5s, timeout: 2s, retries: 3, startPeriod: 2s}\n\
+  configs:\n    - {name: app-conf, value: \"greeting=hi\", target: /etc/app.conf}\n\
+  user: \"0\"\n  workingDir: /\n  hostname: bench\n  init: true\n  labels: {team: tax}\n\
+  logging: {driver: json-file, options: {max-size: 1m}}\n  ulimits: {nofile: {soft: 1024, hard: 2048}}\n\
+  capAdd: [NET_ADMIN]\n  capDrop: [MKNOD]\n";
+
 /// One steward stack of `n` single-replica services, written as one manifest file.
-fn write_stack(dir: &Path, stack: &str, names: &[String]) -> anyhow::Result<()> {
+fn write_stack(dir: &Path, stack: &str, names: &[String], every_field: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut y = format!("apiVersion: steward.io/v1alpha1\nkind: Stack\nmetadata: {{name: {stack}}}\n");
     for n in names {
@@ -145,6 +160,9 @@ fn write_stack(dir: &Path, stack: &str, names: &[String]) -> anyhow::Result<()> 
             y,
             "---\napiVersion: steward.io/v1alpha1\nkind: Service\nmetadata: {{name: {n}}}\nspec:\n  image: {IMAGE}\n  replicas: 1\n"
         )?;
+        if every_field {
+            y.push_str(EVERY_FIELD);
+        }
     }
     std::fs::write(dir.join("stack.yaml"), y)?;
     Ok(())
@@ -202,7 +220,7 @@ async fn steady_and_idle(ctx: &mut Ctx, out: &mut String) -> anyhow::Result<()> 
     let names = svc_names(&stack, "svc", n);
     let dir = ctx.work.join("steady");
     let state = ctx.work.join("steady.db");
-    write_stack(&dir, &stack, &names)?;
+    write_stack(&dir, &stack, &names, ctx.opts.every_field)?;
 
     progress!("steward apply: creating {n} services in stack {stack}");
     let apply_time = cli::steward_apply(&ctx.bin, &state, &dir, "5m")?;
@@ -673,7 +691,7 @@ async fn drift(ctx: &mut Ctx, out: &mut String) -> anyhow::Result<()> {
     let names = svc_names(&ctx.opts.prefix, "drift", ctx.opts.drift_services);
     let dir = ctx.work.join("drift");
     let state = ctx.work.join("drift.db");
-    write_stack(&dir, &stack, &names)?;
+    write_stack(&dir, &stack, &names, ctx.opts.every_field)?;
     progress!("drift: steward apply of {} services", names.len());
     cli::steward_apply(&ctx.bin, &state, &dir, "2m")?;
 

@@ -31,8 +31,11 @@ fn shipped_manifests_are_valid() {
     assert_eq!(web.spec.update.parallelism, 2);
     assert_eq!(web.spec.update.delay.get().as_secs(), 30);
     assert_eq!(web.spec.update.failure_action, steward_spec::FailureAction::Rollback);
+    assert_eq!(web.spec.networks[0].name(), "taxcollector-net");
     let celery = tc.services.iter().find(|s| s.name() == "taxcollector-celery").unwrap();
     assert_eq!(celery.spec.replicas.get(), 6);
+    // Celery's warm shutdown needs minutes, not Swarm's 10 s.
+    assert_eq!(celery.spec.stop_grace_period.unwrap().get().as_secs(), 600);
 }
 
 #[test]
