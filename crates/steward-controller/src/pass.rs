@@ -484,7 +484,8 @@ impl Controller {
         outcome.blocking.extend(holds.blocking);
 
         // Networks first: the services written next join them by name.
-        self.reconcile_networks(&desired.stack, desired.prune, &mut outcome).await;
+        self.reconcile_networks(&desired.stack, desired.prune, &mut outcome)
+            .await;
         let conflict = self
             .execute_all(&desired.stack, &the_plan, active.as_ref(), &mut outcome)
             .await;

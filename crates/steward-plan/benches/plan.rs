@@ -11,10 +11,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use fixtures::*;
-use steward_plan::{
-    plan, Desired, DesiredService, DriverState, FileState, HealthState, MountState, NetworkState, Observed, RestartState,
-    TaskState, UlimitState,
-};
+use steward_plan::{plan, Desired, DesiredService, Observed};
 
 const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
 const MIN_CELL_TIME: Duration = Duration::from_millis(200);
@@ -48,84 +45,6 @@ impl Scenario {
             Scenario::ConvergedEveryField => "all converged, every field",
             Scenario::TaskFieldDrifted => "10% drifted, every field",
         }
-    }
-}
-
-/// Every task-level field set, with values as a stack file would have them.
-fn every_field(i: usize) -> TaskState {
-    let file = |target: &str, name: String| FileState {
-        target: target.into(),
-        name,
-        uid: "0".into(),
-        gid: "0".into(),
-        mode: 0o444,
-    };
-    TaskState {
-        networks: vec![NetworkState {
-            name: "backend".into(),
-            aliases: vec![format!("svc-{i}")],
-        }],
-        mounts: vec![
-            MountState {
-                target: "/data".into(),
-                kind: "volume".into(),
-                source: Some(format!("data-{i}")),
-                read_only: false,
-                no_copy: false,
-                driver: Some(DriverState {
-                    name: "local".into(),
-                    options: [("type".to_string(), "nfs".to_string())].into(),
-                }),
-                volume_labels: Default::default(),
-                tmpfs_size: None,
-            },
-            MountState {
-                target: "/tmp".into(),
-                kind: "tmpfs".into(),
-                source: None,
-                read_only: false,
-                no_copy: false,
-                driver: None,
-                volume_labels: Default::default(),
-                tmpfs_size: Some(64 << 20),
-            },
-        ],
-        constraints: vec!["node.role == worker".into()],
-        preferences: vec!["node.labels.zone".into()],
-        max_replicas_per_node: Some(2),
-        stop_grace_period_ns: Some(120_000_000_000),
-        stop_signal: Some("SIGTERM".into()),
-        restart_policy: Some(RestartState {
-            condition: "on-failure".into(),
-            delay_ns: 5_000_000_000,
-            max_attempts: 3,
-            window_ns: 60_000_000_000,
-        }),
-        healthcheck: Some(HealthState {
-            test: vec!["CMD".into(), "/app".into(), "--healthcheck".into()],
-            interval_ns: Some(10_000_000_000),
-            timeout_ns: Some(3_000_000_000),
-            retries: Some(3),
-            start_period_ns: Some(30_000_000_000),
-        }),
-        secrets: vec![file("DB_PASSWORD", format!("svc-{i}-DB_PASSWORD-0a1b2c3d"))],
-        configs: vec![file("/etc/app.conf", format!("svc-{i}-app-conf-0a1b2c3d"))],
-        user: Some("1000:1000".into()),
-        working_dir: Some("/app".into()),
-        hostname: None,
-        init: Some(true),
-        container_labels: [("team".to_string(), "tax".to_string())].into(),
-        logging: Some(DriverState {
-            name: "json-file".into(),
-            options: [("max-size".to_string(), "10m".to_string())].into(),
-        }),
-        ulimits: vec![UlimitState {
-            name: "nofile".into(),
-            soft: 65536,
-            hard: 65536,
-        }],
-        cap_add: vec!["CAP_NET_ADMIN".into()],
-        cap_drop: vec!["CAP_MKNOD".into()],
     }
 }
 

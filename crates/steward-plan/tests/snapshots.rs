@@ -142,3 +142,22 @@ fn json_plan() {
     assert!(!json.contains("correct-horse") && !json.contains("tr0ub4dor") && !json.contains("hunter2"));
     insta::assert_snapshot!("json_plan", json);
 }
+
+/// Every task-level field: a service created with all of them, and the same service after each
+/// was changed by hand (drift, every field listed under its manifest name).
+#[test]
+fn every_task_field_created_and_drifted() {
+    let with_fields = |name: &str, i: usize| {
+        let base = desired(name).image("registry.example/tax/web:2.1.0").build();
+        let mut state = base.state.clone();
+        state.task = every_field(i);
+        steward_plan::DesiredService::new(base.name.clone(), state, Default::default(), false)
+    };
+    let new = with_fields("web", 1);
+    let drifted = with_fields("worker", 2);
+    let d = stack_with(STACK, false, 1, vec![new, drifted.clone()]);
+    let mut o = observed_from(&drifted).build();
+    o.state.task = steward_plan::TaskState::default();
+    let p = plan(&d, &known(vec![o]));
+    insta::assert_snapshot!("every_task_field", p.display());
+}
