@@ -182,17 +182,8 @@ fn imported_stack_plans_no_change() {
         );
     }
     let changes: Vec<&str> = text.lines().filter(|l| l.contains('→')).collect();
-    // KNOWN GAP (outside the importer): the labels of a `Volume` document are not yet passed to
-    // the mounts of the services that use it, so the volume label docker stack deploy wrote on
-    // the mount (com.docker.stack.namespace) shows as removed. Drop this allowance once
-    // Volume documents feed the desired mounts.
-    let known_gap = |l: &&str| l.trim_start().starts_with("mounts:") && l.contains("volumeLabels");
-    if changes.iter().any(known_gap) {
-        eprintln!("KNOWN GAP: Volume labels not passed to mounts yet:\n{text}");
-    }
-    let unexpected: Vec<&&str> = changes.iter().filter(|l| !known_gap(l)).collect();
     assert!(
-        unexpected.is_empty(),
+        changes.is_empty(),
         "plan of the imported stack changes fields:\n{text}"
     );
 
