@@ -142,14 +142,26 @@ impl Ctx {
 
 /// Every task-level field a service can set without outside objects (no network or volume
 /// to create), with values Swarm accepts on one node; the config is a steward-owned object.
-const EVERY_FIELD: &str = "  mounts:\n    - {type: tmpfs, target: /scratch, size: 8Mi}\n    - {type: bind, source: /tmp, target: /host-tmp, readOnly: true}\n\
-  placement: {constraints: [\"node.role == manager\"], maxReplicasPerNode: 1}\n  stopGracePeriod: 20s\n  stopSignal: SIGTERM\n\
-  restartPolicy: {condition: on-failure, delay: 2s, maxAttempts: 3, window: 30s}\n\
-  healthcheck: {test: [\"CMD\", \"/demo-app\", \"--healthcheck\"], interval: 5s, timeout: 2s, retries: 3, startPeriod: 2s}\n\
-  configs:\n    - {name: app-conf, value: \"greeting=hi\", target: /etc/app.conf}\n\
-  user: \"0\"\n  workingDir: /\n  hostname: bench\n  init: true\n  labels: {team: tax}\n\
-  logging: {driver: json-file, options: {max-size: 1m}}\n  ulimits: {nofile: {soft: 1024, hard: 2048}}\n\
-  capAdd: [NET_ADMIN]\n  capDrop: [MKNOD]\n";
+const EVERY_FIELD: &str = r#"  mounts:
+    - {type: tmpfs, target: /scratch, size: 8Mi}
+    - {type: bind, source: /tmp, target: /host-tmp, readOnly: true}
+  placement: {constraints: ["node.role == manager"], maxReplicasPerNode: 1}
+  stopGracePeriod: 20s
+  stopSignal: SIGTERM
+  restartPolicy: {condition: on-failure, delay: 2s, maxAttempts: 3, window: 30s}
+  healthcheck: {test: ["CMD", "/demo-app", "--healthcheck"], interval: 5s, timeout: 2s, retries: 3, startPeriod: 2s}
+  configs:
+    - {name: app-conf, value: "greeting=hi", target: /etc/app.conf}
+  user: "0"
+  workingDir: /
+  hostname: bench
+  init: true
+  labels: {team: tax}
+  logging: {driver: json-file, options: {max-size: 1m}}
+  ulimits: {nofile: {soft: 1024, hard: 2048}}
+  capAdd: [NET_ADMIN]
+  capDrop: [MKNOD]
+"#;
 
 /// One steward stack of `n` single-replica services, written as one manifest file.
 fn write_stack(dir: &Path, stack: &str, names: &[String], every_field: bool) -> anyhow::Result<()> {
