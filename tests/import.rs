@@ -182,10 +182,7 @@ fn imported_stack_plans_no_change() {
         );
     }
     let changes: Vec<&str> = text.lines().filter(|l| l.contains('→')).collect();
-    assert!(
-        changes.is_empty(),
-        "plan of the imported stack changes fields:\n{text}"
-    );
+    assert!(changes.is_empty(), "plan of the imported stack changes fields:\n{text}");
 
     // Adopting writes only steward's ownership labels; then it is in sync.
     let apply = w

@@ -35,12 +35,21 @@ fn owned_secrets(stack: &str) -> Vec<String> {
 }
 
 fn secret_in_task(svc: &str, path: &str, expect: &str) {
-    wait_for(&format!("{path} to read {expect:?} in a task of {svc}"), Duration::from_secs(60), || {
-        let ids = docker_ok(&["ps", "-q", "--filter", &format!("label=com.docker.swarm.service.name={svc}")]);
-        let id = ids.lines().next()?;
-        let o = docker(&["exec", id, "/demo-app", "cat", path]);
-        (String::from_utf8_lossy(&o.stdout) == expect).then_some(())
-    });
+    wait_for(
+        &format!("{path} to read {expect:?} in a task of {svc}"),
+        Duration::from_secs(60),
+        || {
+            let ids = docker_ok(&[
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=com.docker.swarm.service.name={svc}"),
+            ]);
+            let id = ids.lines().next()?;
+            let o = docker(&["exec", id, "/demo-app", "cat", path]);
+            (String::from_utf8_lossy(&o.stdout) == expect).then_some(())
+        },
+    );
 }
 
 #[test]
@@ -59,7 +68,8 @@ fn secrets_are_versioned_swarm_secrets_mounted_rotated_rolled_back_collected_and
     std::fs::create_dir_all(&secrets_dir).unwrap();
     std::fs::write(secrets_dir.join("api-key"), format!("{api_key}\n")).unwrap();
     w.env.push(("STEWARD_E2E_DB_PASSWORD".into(), v1.clone()));
-    w.env.push(("STEWARD_SECRETS_DIR".into(), secrets_dir.display().to_string()));
+    w.env
+        .push(("STEWARD_SECRETS_DIR".into(), secrets_dir.display().to_string()));
     let doc = w.service_doc(
         "web",
         "taxcollector-demo:v1",
@@ -74,11 +84,21 @@ fn secrets_are_versioned_swarm_secrets_mounted_rotated_rolled_back_collected_and
     let mut leaks = vec![("apply output".to_string(), format!("{}{}", stdout(&o), stderr(&o)))];
     let first = owned_secrets(&w.stack);
     assert_eq!(first.len(), 2, "{first:?}");
-    let db_v1 = first.iter().find(|n| n.starts_with(&format!("{svc}-DB_PASSWORD-"))).cloned().expect("DB_PASSWORD secret");
-    assert!(first.iter().any(|n| n.starts_with(&format!("{svc}-api-key-"))), "{first:?}");
+    let db_v1 = first
+        .iter()
+        .find(|n| n.starts_with(&format!("{svc}-DB_PASSWORD-")))
+        .cloned()
+        .expect("DB_PASSWORD secret");
+    assert!(
+        first.iter().any(|n| n.starts_with(&format!("{svc}-api-key-"))),
+        "{first:?}"
+    );
     let env = inspect(&svc, "{{json .Spec.TaskTemplate.ContainerSpec.Env}}").unwrap();
     assert!(env.contains("DB_PASSWORD_FILE=/run/secrets/DB_PASSWORD"), "{env}");
-    assert!(!env.contains("DB_PASSWORD="), "the value is not in the environment: {env}");
+    assert!(
+        !env.contains("DB_PASSWORD="),
+        "the value is not in the environment: {env}"
+    );
     secret_in_task(&svc, "/run/secrets/DB_PASSWORD", &v1);
     secret_in_task(&svc, "/run/secrets/api.key", &api_key);
     let plan = w.steward(&["plan", w.manifests().to_str().unwrap()]);
@@ -99,14 +119,22 @@ fn secrets_are_versioned_swarm_secrets_mounted_rotated_rolled_back_collected_and
     let second = owned_secrets(&w.stack);
     assert_eq!(second.len(), 3, "the old version is kept for a rollback: {second:?}");
     secret_in_task(&svc, "/run/secrets/DB_PASSWORD", &v2);
-    let db_v2 = inspect(&svc, "{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{.SecretName}} {{end}}").unwrap();
+    let db_v2 = inspect(
+        &svc,
+        "{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{.SecretName}} {{end}}",
+    )
+    .unwrap();
     assert!(!db_v2.contains(&db_v1), "the service moved to the new version: {db_v2}");
 
     // Rolled back: the previous secret version comes back with the revision.
     let o = w.steward(&["rollback", &svc, "--timeout", "90s"]);
     ok(&o);
     leaks.push(("rollback".into(), format!("{}{}", stdout(&o), stderr(&o))));
-    let names = inspect(&svc, "{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{.SecretName}} {{end}}").unwrap();
+    let names = inspect(
+        &svc,
+        "{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{.SecretName}} {{end}}",
+    )
+    .unwrap();
     assert!(names.contains(&db_v1), "rollback returns to {db_v1}: {names}");
     secret_in_task(&svc, "/run/secrets/DB_PASSWORD", &v1);
 
@@ -128,7 +156,11 @@ fn secrets_are_versioned_swarm_secrets_mounted_rotated_rolled_back_collected_and
         stray_file.to_str().unwrap(),
     ]);
     let plan = w.steward(&["plan", w.manifests().to_str().unwrap()]);
-    assert!(stdout(&plan).contains(&format!("- Secret/{stray}")), "{}", stdout(&plan));
+    assert!(
+        stdout(&plan).contains(&format!("- Secret/{stray}")),
+        "{}",
+        stdout(&plan)
+    );
     // The service stays pinned to the rolled-back revision (until the desired state changes);
     // the pass collects the stray all the same.
     let o = w.apply();
@@ -164,7 +196,10 @@ fn secrets_are_versioned_swarm_secrets_mounted_rotated_rolled_back_collected_and
     // The store's files, bytes and all.
     for entry in std::fs::read_dir(w.state.parent().unwrap()).unwrap() {
         let p = entry.unwrap().path();
-        leaks.push((p.display().to_string(), String::from_utf8_lossy(&std::fs::read(&p).unwrap()).to_string()));
+        leaks.push((
+            p.display().to_string(),
+            String::from_utf8_lossy(&std::fs::read(&p).unwrap()).to_string(),
+        ));
     }
     for (what, text) in &leaks {
         for value in [&v1, &v2, &api_key] {
@@ -193,7 +228,9 @@ fn expose_env_puts_the_value_in_the_environment_and_says_so() {
     assert!(o.status.success());
     let warn = stderr(&o);
     assert!(
-        warn.contains(&format!("warning: {}:", file.display())) && warn.contains("LEGACY_TOKEN") && warn.contains("docker service inspect"),
+        warn.contains(&format!("warning: {}:", file.display()))
+            && warn.contains("LEGACY_TOKEN")
+            && warn.contains("docker service inspect"),
         "{warn}"
     );
     let o = w.steward(&["plan", w.manifests().to_str().unwrap()]);
@@ -230,6 +267,9 @@ fn file_references_are_refused_without_a_secrets_dir_and_outside_it() {
     let o = w.steward(&["validate", "--resolve", m.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     let out = stdout(&o);
-    assert!(out.contains("spec.env[0].valueFrom.file") && out.contains("leads out of the secrets directory"), "{out}");
+    assert!(
+        out.contains("spec.env[0].valueFrom.file") && out.contains("leads out of the secrets directory"),
+        "{out}"
+    );
     assert!(!out.contains("not yours"));
 }

@@ -58,7 +58,12 @@ fn full_spec(net: &str, volume: &str, grace: &str, nofile_hard: u32) -> String {
 fn plan_in_sync(w: &World) -> String {
     let o = w.steward(&["plan", w.manifests().to_str().unwrap()]);
     let out = stdout(&o);
-    assert_eq!(o.status.code(), Some(0), "plan after apply must be in sync:\n{out}\n{}", stderr(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "plan after apply must be in sync:\n{out}\n{}",
+        stderr(&o)
+    );
     out
 }
 
@@ -89,7 +94,12 @@ fn every_task_field_is_applied_read_back_equal_drift_corrected_and_rolled_back()
     let o = w.apply();
     ok(&o);
     let out = stdout(&o);
-    for line in ["stopGracePeriod: 45s", "stopSignal: SIGINT", "hostname: tc-full", "labels.team: tax"] {
+    for line in [
+        "stopGracePeriod: 45s",
+        "stopSignal: SIGINT",
+        "hostname: tc-full",
+        "labels.team: tax",
+    ] {
         assert!(out.contains(line), "the creation lists {line:?}:\n{out}");
     }
 
@@ -103,7 +113,10 @@ fn every_task_field_is_applied_read_back_equal_drift_corrected_and_rolled_back()
     assert_eq!(f(&format!("{{{{{c}.Dir}}}}")), "/");
     assert_eq!(f(&format!("{{{{{c}.Init}}}}")), "true");
     assert_eq!(f(&format!("{{{{index {c}.Labels \"team\"}}}}")), "tax");
-    assert_eq!(f(&format!("{{{{json {c}.Healthcheck.Test}}}}")), r#"["CMD","/demo-app","--healthcheck"]"#);
+    assert_eq!(
+        f(&format!("{{{{json {c}.Healthcheck.Test}}}}")),
+        r#"["CMD","/demo-app","--healthcheck"]"#
+    );
     assert_eq!(f(&format!("{{{{{c}.Healthcheck.Retries}}}}")), "3");
     assert_eq!(f(&format!("{{{{json {c}.CapabilityAdd}}}}")), r#"["CAP_NET_ADMIN"]"#);
     assert_eq!(f(&format!("{{{{json {c}.CapabilityDrop}}}}")), r#"["CAP_MKNOD"]"#);
@@ -112,16 +125,25 @@ fn every_task_field_is_applied_read_back_equal_drift_corrected_and_rolled_back()
         r#"[{"Name":"nofile","Hard":2048,"Soft":1024}]"#
     );
     let mounts = f(&format!("{{{{json {c}.Mounts}}}}"));
-    for m in [format!(r#""Source":"{volume}""#), r#""Target":"/scratch""#.into(), r#""ReadOnly":true"#.into()] {
+    for m in [
+        format!(r#""Source":"{volume}""#),
+        r#""Target":"/scratch""#.into(),
+        r#""ReadOnly":true"#.into(),
+    ] {
         assert!(mounts.contains(&m), "{m} in {mounts}");
     }
-    assert_eq!(f("{{json .Spec.TaskTemplate.Placement.Constraints}}"), r#"["node.role == manager"]"#);
+    assert_eq!(
+        f("{{json .Spec.TaskTemplate.Placement.Constraints}}"),
+        r#"["node.role == manager"]"#
+    );
     assert_eq!(f("{{.Spec.TaskTemplate.Placement.MaxReplicas}}"), "2");
     assert_eq!(f("{{.Spec.TaskTemplate.RestartPolicy.Condition}}"), "on-failure");
     assert_eq!(f("{{.Spec.TaskTemplate.RestartPolicy.MaxAttempts}}"), "3");
     assert_eq!(f("{{.Spec.TaskTemplate.LogDriver.Name}}"), "json-file");
     assert!(f("{{json .Spec.TaskTemplate.Networks}}").contains("full-alias"));
-    let config = f(&format!("{{{{range {c}.Configs}}}}{{{{.ConfigName}}}} {{{{.File.Name}}}}{{{{end}}}}"));
+    let config = f(&format!(
+        "{{{{range {c}.Configs}}}}{{{{.ConfigName}}}} {{{{.File.Name}}}}{{{{end}}}}"
+    ));
     assert!(
         config.starts_with(&format!("{svc}-app-conf-")) && config.ends_with(" /etc/app.conf"),
         "config: {config}"
@@ -132,10 +154,18 @@ fn every_task_field_is_applied_read_back_equal_drift_corrected_and_rolled_back()
         (running(&svc) == Some((1, 1))).then_some(())
     });
     let container = wait_for("the task's container", Duration::from_secs(30), || {
-        let id = docker_ok(&["ps", "-q", "--filter", &format!("label=com.docker.swarm.service.name={svc}")]);
+        let id = docker_ok(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name={svc}"),
+        ]);
         id.lines().next().map(str::to_string)
     });
-    assert_eq!(docker_ok(&["exec", &container, "/demo-app", "cat", "/etc/app.conf"]), "greeting=hi");
+    assert_eq!(
+        docker_ok(&["exec", &container, "/demo-app", "cat", "/etc/app.conf"]),
+        "greeting=hi"
+    );
 
     // Read back equal: plan in sync, and another apply writes nothing.
     plan_in_sync(&w);
@@ -199,7 +229,10 @@ fn a_global_service_runs_one_task_per_node_and_its_mode_is_never_flipped_in_plac
     };
     write("global");
     ok(&w.apply());
-    assert_eq!(inspect(&svc, "{{if .Spec.Mode.Global}}global{{end}}").as_deref(), Some("global"));
+    assert_eq!(
+        inspect(&svc, "{{if .Spec.Mode.Global}}global{{end}}").as_deref(),
+        Some("global")
+    );
     let nodes: u64 = docker_ok(&["node", "ls", "-q"]).lines().count() as u64;
     assert_eq!(running(&svc), Some((nodes, nodes)));
     plan_in_sync(&w);
@@ -242,7 +275,8 @@ fn invalid_task_fields_are_refused_with_file_line_and_field_and_nothing_changes(
         ("spec.ulimits.nofile", "soft <= hard"),
     ] {
         assert!(
-            out.lines().any(|l| l.starts_with(&format!("{file}:")) && l.contains(field) && l.contains(msg)),
+            out.lines()
+                .any(|l| l.starts_with(&format!("{file}:")) && l.contains(field) && l.contains(msg)),
             "{field}: {msg} expected in:\n{out}"
         );
     }

@@ -393,7 +393,9 @@ impl Drop for World {
         .collect::<Vec<_>>();
         nets.append(&mut self.extra_networks);
         for _ in 0..20 {
-            nets.retain(|n| !docker(&["network", "rm", n]).status.success() && docker(&["network", "inspect", n]).status.success());
+            nets.retain(|n| {
+                !docker(&["network", "rm", n]).status.success() && docker(&["network", "inspect", n]).status.success()
+            });
             if nets.is_empty() {
                 break;
             }
@@ -401,7 +403,8 @@ impl Drop for World {
         }
         for v in &self.extra_volumes {
             for _ in 0..20 {
-                if docker(&["volume", "rm", v]).status.success() || !docker(&["volume", "inspect", v]).status.success() {
+                if docker(&["volume", "rm", v]).status.success() || !docker(&["volume", "inspect", v]).status.success()
+                {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(500));

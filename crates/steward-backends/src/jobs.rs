@@ -312,7 +312,9 @@ fn job_service_spec(job: &JobSpec, refs: &crate::task_spec::Refs) -> ServiceSpec
     crate::task_spec::write_task(&job.task, refs, &mut task);
     if !job.mounts.is_empty() {
         let c = task.container_spec.get_or_insert_with(Default::default);
-        c.mounts.get_or_insert_with(Vec::new).extend(job.mounts.iter().map(to_mount));
+        c.mounts
+            .get_or_insert_with(Vec::new)
+            .extend(job.mounts.iter().map(to_mount));
     }
     // A failed job stays failed: retrying is the caller's decision, under a new name.
     task.restart_policy = Some(TaskSpecRestartPolicy {

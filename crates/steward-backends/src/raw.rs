@@ -46,12 +46,16 @@ async fn get(ep: &Endpoint, path: &str) -> Result<Vec<u8>, String> {
     let mut buf = Vec::new();
     match ep {
         Endpoint::Unix(p) => {
-            let mut s = tokio::net::UnixStream::connect(p).await.map_err(|e| format!("{}: {e}", p.display()))?;
+            let mut s = tokio::net::UnixStream::connect(p)
+                .await
+                .map_err(|e| format!("{}: {e}", p.display()))?;
             s.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
             s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
         }
         Endpoint::Tcp(a) => {
-            let mut s = tokio::net::TcpStream::connect(a).await.map_err(|e| format!("{a}: {e}"))?;
+            let mut s = tokio::net::TcpStream::connect(a)
+                .await
+                .map_err(|e| format!("{a}: {e}"))?;
             s.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
             s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
         }
@@ -100,6 +104,9 @@ pub(crate) async fn list_services(
 mod tests {
     #[test]
     fn query_values_are_percent_encoded() {
-        assert_eq!(super::encode(r#"{"label":["a=b"]}"#), "%7B%22label%22%3A%5B%22a%3Db%22%5D%7D");
+        assert_eq!(
+            super::encode(r#"{"label":["a=b"]}"#),
+            "%7B%22label%22%3A%5B%22a%3Db%22%5D%7D"
+        );
     }
 }

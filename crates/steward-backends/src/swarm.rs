@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use bollard::models::*;
 use bollard::query_parameters::{
-    EventsOptions, ListConfigsOptions, ListNetworksOptions, ListSecretsOptions,
-    UpdateServiceOptions,
+    EventsOptions, ListConfigsOptions, ListNetworksOptions, ListSecretsOptions, UpdateServiceOptions,
 };
 use bollard::{ClientVersion, Docker};
 use futures_util::{Stream, StreamExt};
@@ -357,12 +356,16 @@ impl Swarm {
 
     async fn list(&self, filters: HashMap<String, Vec<String>>) -> Result<Vec<Service>, SwarmError> {
         self.read();
-        crate::raw::list_services(&self.endpoint, &filters, std::time::Duration::from_secs(REQUEST_TIMEOUT_SECS))
-            .await
-            .map_err(|message| SwarmError::Unreadable {
-                op: "list services",
-                message,
-            })
+        crate::raw::list_services(
+            &self.endpoint,
+            &filters,
+            std::time::Duration::from_secs(REQUEST_TIMEOUT_SECS),
+        )
+        .await
+        .map_err(|message| SwarmError::Unreadable {
+            op: "list services",
+            message,
+        })
     }
 
     pub async fn create(&self, stack: &str, d: &DesiredService) -> Result<String, SwarmError> {

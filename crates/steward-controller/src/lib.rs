@@ -14,13 +14,12 @@ mod schedule_tests;
 pub mod scheduler;
 
 pub use backoff::Backoff;
+pub use network::plan_networks;
 pub use pass::{
-    retained_objects,
-    Controller, PassOutcome, SourceRevision, META_PATHS, META_ROLLOUT, META_SOURCE_APPLIED,
+    retained_objects, Controller, PassOutcome, SourceRevision, META_PATHS, META_ROLLOUT, META_SOURCE_APPLIED,
     META_SOURCE_APPLIED_DESCRIBE, META_SOURCE_ATTEMPTED, META_SOURCE_ATTEMPTED_DESCRIBE,
 };
 pub use prepare::{desired_hash, generation_hash, prepare, prepare_all, PrepareError, Prepared};
-pub use network::plan_networks;
 pub use run::{run, AfterPass, AfterSchedule, RunOptions};
 
 /// A request from outside the loop (HTTP API, git webhook) to look again now.

@@ -507,7 +507,10 @@ pub fn diff_task(old: &TaskState, new: &TaskState) -> Vec<(String, String, Strin
         let field = camel(k);
         let empty = serde_json::Value::Object(Default::default());
         let (ovm, nvm) = if k == "container_labels" {
-            (if ov.is_null() { &empty } else { ov }, if nv.is_null() { &empty } else { nv })
+            (
+                if ov.is_null() { &empty } else { ov },
+                if nv.is_null() { &empty } else { nv },
+            )
         } else {
             (ov, nv)
         };

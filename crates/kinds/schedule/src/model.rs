@@ -65,7 +65,11 @@ impl ScheduleState {
         let cron = CronSchedule::parse(&s.schedule, &s.time_zone)
             .expect("validation guarantees spec.schedule and spec.timeZone parse");
         let secret_env = env.iter().filter(|e| e.secret).map(|e| e.name.clone()).collect();
-        let exposed_env = env.iter().filter(|e| e.secret && e.expose).map(|e| e.name.clone()).collect();
+        let exposed_env = env
+            .iter()
+            .filter(|e| e.secret && e.expose)
+            .map(|e| e.name.clone())
+            .collect();
         let job = JobState {
             image: s.job.image.as_ref().map(|i| i.as_str().to_string()),
             image_from: s.job.image_from.as_ref().map(|f| f.service.as_str().to_string()),
