@@ -281,3 +281,43 @@ fn invalid_task_fields_are_refused_with_file_line_and_field_and_nothing_changes(
         );
     }
 }
+
+#[test]
+fn a_network_document_is_created_before_its_service_and_removed_only_once_unused() {
+    if !require_swarm("a_network_document_is_created_before_its_service_and_removed_only_once_unused") {
+        return;
+    }
+    let w = World::new("netdoc");
+    let svc = w.svc("api");
+    let net = format!("{}-backend", w.stack);
+    let network_doc = format!(
+        "---\napiVersion: steward.io/v1alpha1\nkind: Network\nmetadata:\n  name: {net}\nspec:\n  attachable: true\n"
+    );
+    w.write(
+        "app.yaml",
+        &format!(
+            "{}{network_doc}{}  networks:\n    - {{name: {net}, aliases: [api]}}\n",
+            w.stack_doc(true),
+            w.service_doc("api", "taxcollector-demo:v1", 1, "")
+        ),
+    );
+    ok(&w.apply());
+    let label = docker_ok(&["network", "inspect", "--format", "{{index .Labels \"steward.io/stack\"}} {{.Driver}} {{.Attachable}}", &net]);
+    assert_eq!(label.trim(), format!("{} overlay true", w.stack));
+    assert!(inspect(&svc, "{{json .Spec.TaskTemplate.Networks}}").unwrap().contains("\"api\""));
+    plan_in_sync(&w);
+
+    // The service leaves the desired state and the network with it: the network goes only once
+    // no service uses it (prune is on).
+    w.write("app.yaml", &w.stack_doc(true));
+    wait_for("the network to be removed once unused", Duration::from_secs(90), || {
+        let _ = w.steward(&["apply", w.manifests().to_str().unwrap(), "--timeout", "20s"]);
+        (!docker(&["network", "inspect", &net]).status.success()).then_some(())
+    });
+    assert!(w.owned_services().is_empty());
+    let events = w.events_json();
+    assert!(
+        events.iter().any(|e| e["reason"] == "Pruned" && e["object"] == format!("Network/{net}")),
+        "a Pruned event for the network"
+    );
+}

@@ -73,18 +73,28 @@ async fn get(ep: &Endpoint, path: &str) -> Result<Vec<u8>, String> {
     Ok(body)
 }
 
+/// Why a raw read failed: the engine could not be reached (or answered an error), or its
+/// answer could not be decoded.
+#[derive(Debug)]
+pub(crate) enum RawError {
+    Unreachable(String),
+    Undecodable(String),
+}
+
 /// `GET /v1.41/services?filters=...&status=true`, healthchecks kept.
 pub(crate) async fn list_services(
     ep: &Endpoint,
     filters: &std::collections::HashMap<String, Vec<String>>,
     timeout: Duration,
-) -> Result<Vec<Service>, String> {
+) -> Result<Vec<Service>, RawError> {
     let filters = serde_json::to_string(filters).expect("filters serialize");
     let path = format!("/v1.41/services?status=true&filters={}", encode(&filters));
     let body = tokio::time::timeout(timeout, get(ep, &path))
         .await
-        .map_err(|_| format!("no answer within {timeout:?}"))??;
-    let mut v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| format!("service list: {e}"))?;
+        .map_err(|_| RawError::Unreachable(format!("no answer within {timeout:?}")))?
+        .map_err(RawError::Unreachable)?;
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| RawError::Undecodable(format!("service list: {e}")))?;
     if let Some(list) = v.as_array_mut() {
         for s in list {
             if let Some(c) = s
@@ -97,7 +107,7 @@ pub(crate) async fn list_services(
             }
         }
     }
-    serde_json::from_value(v).map_err(|e| format!("service list: {e}"))
+    serde_json::from_value(v).map_err(|e| RawError::Undecodable(format!("service list: {e}")))
 }
 
 #[cfg(test)]

@@ -42,8 +42,11 @@ pub enum SwarmError {
         #[source]
         source: bollard::errors::Error,
     },
-    /// A read outside bollard failed (transport or decoding).
-    #[error("Docker engine unreadable during {op}: {message}")]
+    /// A read outside bollard could not reach the engine.
+    #[error("Docker engine unreachable during {op}: {message}")]
+    UnreachableRaw { op: &'static str, message: String },
+    /// A read outside bollard got an answer it could not decode.
+    #[error("Docker engine answer unreadable during {op}: {message}")]
     Unreadable { op: &'static str, message: String },
     /// The service changed since it was observed ("update out of sequence"): re-observe and re-plan.
     #[error("service {name} changed since it was observed (version {version} is stale)")]
@@ -362,9 +365,15 @@ impl Swarm {
             std::time::Duration::from_secs(REQUEST_TIMEOUT_SECS),
         )
         .await
-        .map_err(|message| SwarmError::Unreadable {
-            op: "list services",
-            message,
+        .map_err(|e| match e {
+            crate::raw::RawError::Unreachable(message) => SwarmError::UnreachableRaw {
+                op: "list services",
+                message,
+            },
+            crate::raw::RawError::Undecodable(message) => SwarmError::Unreadable {
+                op: "list services",
+                message,
+            },
         })
     }
 
