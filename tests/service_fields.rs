@@ -302,9 +302,17 @@ fn a_network_document_is_created_before_its_service_and_removed_only_once_unused
         ),
     );
     ok(&w.apply());
-    let label = docker_ok(&["network", "inspect", "--format", "{{index .Labels \"steward.io/stack\"}} {{.Driver}} {{.Attachable}}", &net]);
+    let label = docker_ok(&[
+        "network",
+        "inspect",
+        "--format",
+        "{{index .Labels \"steward.io/stack\"}} {{.Driver}} {{.Attachable}}",
+        &net,
+    ]);
     assert_eq!(label.trim(), format!("{} overlay true", w.stack));
-    assert!(inspect(&svc, "{{json .Spec.TaskTemplate.Networks}}").unwrap().contains("\"api\""));
+    assert!(inspect(&svc, "{{json .Spec.TaskTemplate.Networks}}")
+        .unwrap()
+        .contains("\"api\""));
     plan_in_sync(&w);
 
     // The service leaves the desired state and the network with it: the network goes only once
@@ -317,7 +325,9 @@ fn a_network_document_is_created_before_its_service_and_removed_only_once_unused
     assert!(w.owned_services().is_empty());
     let events = w.events_json();
     assert!(
-        events.iter().any(|e| e["reason"] == "Pruned" && e["object"] == format!("Network/{net}")),
+        events
+            .iter()
+            .any(|e| e["reason"] == "Pruned" && e["object"] == format!("Network/{net}")),
         "a Pruned event for the network"
     );
 }

@@ -54,4 +54,3 @@ pub fn write_compose(path: &Path, services: &[String]) -> anyhow::Result<()> {
     std::fs::write(path, y)?;
     Ok(())
 }
-

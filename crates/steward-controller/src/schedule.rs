@@ -38,6 +38,14 @@ pub trait Jobs: Sync {
     fn status(&self, job: &str) -> impl Future<Output = Result<JobObs, String>> + Send;
     fn start(&self, spec: &JobSpec) -> impl Future<Output = Result<(), String>> + Send;
     fn remove(&self, job: &str) -> impl Future<Output = Result<(), String>> + Send;
+    /// Removes the schedule's secret versions that are not in `keep`; one still mounted by a
+    /// job kept in history is refused by Swarm and left for a later try. Returns how many went.
+    fn prune_secrets(
+        &self,
+        stack: &str,
+        schedule: &str,
+        keep: &std::collections::BTreeSet<String>,
+    ) -> impl Future<Output = Result<usize, String>> + Send;
 }
 
 impl Jobs for Swarm {
@@ -65,6 +73,78 @@ impl Jobs for Swarm {
     async fn remove(&self, job: &str) -> Result<(), String> {
         self.remove_job(job).await.map_err(|e| error_chain(&e))
     }
+    async fn prune_secrets(
+        &self,
+        stack: &str,
+        schedule: &str,
+        keep: &std::collections::BTreeSet<String>,
+    ) -> Result<usize, String> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{JOB_STACK_LABEL}={stack}"),
+                format!("{SCHEDULE_LABEL}={schedule}"),
+            ],
+        )]);
+        let found = self
+            .list_objects(steward_plan::ObjectKind::Secret, filters)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        let mut removed = 0;
+        for o in found.iter().filter(|o| !keep.contains(&o.name)) {
+            match self.remove_object(o.kind, &o.id, &o.name).await {
+                Ok(()) => removed += 1,
+                // In use by a job still kept in history: it goes once that job is removed.
+                Err(e) => tracing::debug!(secret = %o.name, error = %error_chain(&e), "secret version kept"),
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Names of the secret versions the schedule's job mounts now.
+pub fn current_secrets(s: &ScheduleState) -> std::collections::BTreeSet<String> {
+    secret_parts(s).2.into_keys().collect()
+}
+
+/// A `valueFrom` value is a Swarm secret `<schedule>-<VAR>-<hash8>` mounted at
+/// /run/secrets/<VAR> with <VAR>_FILE, as for services; `expose: env` keeps it in the env.
+/// Returns the environment, the secret mounts and the objects to create.
+fn secret_parts(
+    s: &ScheduleState,
+) -> (
+    BTreeMap<String, String>,
+    Vec<steward_plan::FileState>,
+    BTreeMap<String, steward_plan::ObjectData>,
+) {
+    let mut env = BTreeMap::new();
+    let mut files = Vec::new();
+    let mut objects = BTreeMap::new();
+    for (k, v) in &s.job.env {
+        if s.job.secret_env.contains(k) && !s.job.exposed_env.contains(k) {
+            let name = steward_plan::versioned_name(steward_plan::ObjectKind::Secret, &s.name, k, v);
+            env.insert(format!("{k}_FILE"), format!("{}/{k}", steward_plan::SECRETS_PATH));
+            files.push(steward_plan::FileState {
+                target: k.clone(),
+                name: name.clone(),
+                uid: "0".into(),
+                gid: "0".into(),
+                mode: 0o444,
+            });
+            objects.insert(
+                name,
+                steward_plan::ObjectData {
+                    kind: steward_plan::ObjectKind::Secret,
+                    service: s.name.clone(),
+                    data: v.clone(),
+                },
+            );
+        } else {
+            env.insert(k.clone(), v.clone());
+        }
+    }
+    files.sort();
+    (env, files, objects)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -268,6 +348,14 @@ async fn execute<J: Jobs>(
             tracing::warn!(job = %job, error = %e, "cannot remove finished job");
         }
     }
+    // Jobs left history: secret versions only they mounted (from before a rotation) can go.
+    if !plan.remove.is_empty() {
+        match jobs.prune_secrets(ctx.stack, &s.name, &current_secrets(s)).await {
+            Ok(n) if n > 0 => tracing::info!(schedule = %s.name, removed = n, "removed unused secret versions"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(schedule = %s.name, error = %e, "cannot clean up secret versions"),
+        }
+    }
     if scope == Scope::Full {
         store.prune_runs(&plan.prune)?;
         if let Some(c) = plan.cursor {
@@ -358,35 +446,11 @@ fn status_of(s: &ScheduleState, plan: &Plan, ctx: &Context<'_>) -> ResourceStatu
 /// The Swarm job of one attempt of a run. Labelled as the schedule's job, never as a service of
 /// the stack.
 pub fn job_spec(stack: &str, s: &ScheduleState, start: &StartJob) -> JobSpec {
-    // A `valueFrom` value is a Swarm secret `<schedule>-<VAR>-<hash8>` mounted at
-    // /run/secrets/<VAR> with <VAR>_FILE, as for services; `expose: env` keeps it in the env.
-    let mut env = BTreeMap::new();
-    let mut task = steward_plan::TaskState::default();
-    let mut objects = BTreeMap::new();
-    for (k, v) in &s.job.env {
-        if s.job.secret_env.contains(k) && !s.job.exposed_env.contains(k) {
-            let name = steward_plan::versioned_name(steward_plan::ObjectKind::Secret, &s.name, k, v);
-            env.insert(format!("{k}_FILE"), format!("{}/{k}", steward_plan::SECRETS_PATH));
-            task.secrets.push(steward_plan::FileState {
-                target: k.clone(),
-                name: name.clone(),
-                uid: "0".into(),
-                gid: "0".into(),
-                mode: 0o444,
-            });
-            objects.insert(
-                name,
-                steward_plan::ObjectData {
-                    kind: steward_plan::ObjectKind::Secret,
-                    service: s.name.clone(),
-                    data: v.clone(),
-                },
-            );
-        } else {
-            env.insert(k.clone(), v.clone());
-        }
-    }
-    task.secrets.sort();
+    let (env, secrets, objects) = secret_parts(s);
+    let mut task = steward_plan::TaskState {
+        secrets,
+        ..Default::default()
+    };
     task.networks = s
         .job
         .networks

@@ -23,6 +23,8 @@ struct FakeJobs {
     down: Mutex<bool>,
     /// `start` fails (the engine refuses the create) while set.
     refuse_start: Mutex<bool>,
+    /// `prune_secrets` calls: (schedule, versions kept).
+    pruned: Mutex<Vec<(String, Vec<String>)>>,
 }
 
 impl FakeJobs {
@@ -57,6 +59,18 @@ impl Jobs for FakeJobs {
         self.removed.lock().unwrap().push(job.to_string());
         self.jobs.lock().unwrap().remove(job);
         Ok(())
+    }
+    async fn prune_secrets(
+        &self,
+        _stack: &str,
+        schedule: &str,
+        keep: &std::collections::BTreeSet<String>,
+    ) -> Result<usize, String> {
+        self.pruned
+            .lock()
+            .unwrap()
+            .push((schedule.to_string(), keep.iter().cloned().collect()));
+        Ok(0)
     }
 }
 
@@ -248,4 +262,24 @@ async fn an_idle_resync_reads_the_status_instead_of_rewriting_it() {
         at(T0 + 301),
         "rewritten once it is five minutes old"
     );
+}
+
+#[tokio::test]
+async fn a_finished_job_lets_old_secret_versions_go_and_keeps_the_current_one() {
+    let (_d, store) = store();
+    let jobs = FakeJobs::default();
+    let mut s = every_five_seconds();
+    s.job.env.insert("DB_PASSWORD".into(), "rotated-value".into());
+    s.job.secret_env.insert("DB_PASSWORD".into());
+    pass(&store, &jobs, &s, T0 + 1).await;
+    pass(&store, &jobs, &s, T0 + 5).await;
+    assert!(
+        jobs.pruned.lock().unwrap().is_empty(),
+        "nothing is cleaned up while the job runs"
+    );
+    jobs.set(&format!("tick-{}", T0 + 5), JobObs::Succeeded { logs: String::new() });
+    pass(&store, &jobs, &s, T0 + 7).await;
+    let current =
+        steward_plan::versioned_name(steward_plan::ObjectKind::Secret, "tick", "DB_PASSWORD", "rotated-value");
+    assert_eq!(*jobs.pruned.lock().unwrap(), vec![("tick".to_string(), vec![current])]);
 }
