@@ -185,7 +185,11 @@ async fn plan(cli: &Cli, paths: &[PathBuf], output: Format) -> anyhow::Result<u8
     emit(
         output,
         || p.display() + &net_text + &schedule_lines(&schedules, &active),
-        || p.to_json(),
+        || {
+            let mut j = p.to_json();
+            j["networks"] = net.to_json();
+            j
+        },
     );
     Ok(
         if unknown || p.errors().next().is_some() || net.errors().next().is_some() {

@@ -353,6 +353,34 @@ impl Plan {
         self.holds().filter(|(_, h)| h.is_error())
     }
 
+    /// Machine-readable (`steward plan -o json`): the actions with their objects, then holds.
+    pub fn to_json(&self) -> serde_json::Value {
+        let actions: Vec<serde_json::Value> = self
+            .actions()
+            .iter()
+            .map(|a| {
+                let action = match a {
+                    Action::Create { .. } => "Create",
+                    Action::Recreate { .. } => "Recreate",
+                    Action::Remove { .. } => "Remove",
+                };
+                serde_json::json!({ "action": action, "object": a.object() })
+            })
+            .collect();
+        let held: Vec<serde_json::Value> = self
+            .holds()
+            .map(|(name, h)| {
+                serde_json::json!({
+                    "object": ObjectRef::new(Kind::Network, name),
+                    "reason": h.reason().as_str(),
+                    "message": h.message(name),
+                    "error": h.is_error(),
+                })
+            })
+            .collect();
+        serde_json::json!({ "actions": actions, "held": held })
+    }
+
     /// Some decision waits on which services use a network: read them and plan again.
     pub fn needs_attachments(&self) -> bool {
         self.holds().any(|(_, h)| matches!(h, Hold::AttachmentsUnknown { .. }))
