@@ -82,7 +82,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<DesiredState, SpecErrors> {
             message: "no *.yaml or *.yml files found".into(),
         });
     }
-    match parse_sources(&inputs) {
+    match parse_cached(&inputs) {
         Ok(state) if errors.is_empty() => Ok(state),
         Ok(_) => Err(SpecErrors(errors)),
         Err(SpecErrors(more)) => {
@@ -91,6 +91,31 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<DesiredState, SpecErrors> {
             Err(SpecErrors(errors))
         }
     }
+}
+
+/// The last parse, by the SHA-256 of its inputs (paths and contents). Parsing is a pure function
+/// of them, so a controller that re-reads unchanged manifests on every pass (it must: a pass takes
+/// no input) skips the YAML parse and validation, which dominate a pass over large manifests.
+static LAST_PARSE: std::sync::Mutex<Option<([u8; 32], Result<DesiredState, SpecErrors>)>> = std::sync::Mutex::new(None);
+
+fn parse_cached(inputs: &[(PathBuf, String)]) -> Result<DesiredState, SpecErrors> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (p, text) in inputs {
+        h.update(p.as_os_str().as_encoded_bytes());
+        h.update([0]);
+        h.update((text.len() as u64).to_le_bytes());
+        h.update(text.as_bytes());
+    }
+    let key: [u8; 32] = h.finalize().into();
+    if let Some((k, r)) = LAST_PARSE.lock().expect("parse cache lock").as_ref() {
+        if *k == key {
+            return r.clone();
+        }
+    }
+    let r = parse_sources(inputs);
+    *LAST_PARSE.lock().expect("parse cache lock") = Some((key, r.clone()));
+    r
 }
 
 fn collect_files(p: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
