@@ -9,8 +9,9 @@ STATE ?= .steward/demo.db
 demo: swarm demo-images build
 	@echo "steward: demo stack in manifests/demo, state in $(STATE)"
 	@echo "steward: dashboard on http://127.0.0.1:9469/ ; in another terminal: ./target/debug/steward --state $(STATE) status   (or: events --follow)"
-	STEWARD_DEMO_API_KEY="$${STEWARD_DEMO_API_KEY:-$$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}" \
-	./target/debug/steward --state $(STATE) run manifests/demo
+	@# The demo's secret: random, made once beside the state (never committed), kept across runs.
+	@mkdir -p $(dir $(STATE)) && test -s $(STATE).api-key || (umask 077; od -An -N16 -tx1 /dev/urandom | tr -d ' \n' > $(STATE).api-key)
+	STEWARD_DEMO_API_KEY="$$(cat $(STATE).api-key)" ./target/debug/steward --state $(STATE) run manifests/demo
 
 ## Initialize a single-node swarm if the engine is not in swarm mode.
 swarm:
@@ -66,3 +67,6 @@ lint:
 clean-demo:
 	docker service ls -q --filter label=steward.io/stack=demo | xargs -r docker service rm
 	docker service ls -q --filter label=steward.io/job-stack=demo | xargs -r docker service rm
+	docker secret ls -q --filter label=steward.io/stack=demo | xargs -r docker secret rm
+	docker secret ls -q --filter label=steward.io/job-stack=demo | xargs -r docker secret rm
+	docker network ls -q --filter label=steward.io/stack=demo | xargs -r docker network rm || true
