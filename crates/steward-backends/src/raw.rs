@@ -41,31 +41,59 @@ fn encode(s: &str) -> String {
 }
 
 async fn get(ep: &Endpoint, path: &str) -> Result<Vec<u8>, String> {
-    // HTTP/1.0: the Engine answers without chunked encoding and closes the connection.
-    let request = format!("GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n");
-    let mut buf = Vec::new();
+    // HTTP/1.0 and `Connection: close`: no chunked encoding, and the body ends at Content-Length
+    // (read exactly, so a peer or proxy that keeps the connection open does not stall the read).
+    let request = format!("GET {path} HTTP/1.0\r\nHost: docker\r\nConnection: close\r\n\r\n");
     match ep {
         Endpoint::Unix(p) => {
-            let mut s = tokio::net::UnixStream::connect(p)
-                .await
-                .map_err(|e| format!("{}: {e}", p.display()))?;
+            let mut s = tokio::net::UnixStream::connect(p).await.map_err(|e| format!("{}: {e}", p.display()))?;
             s.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
-            s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
+            read_response(&mut s).await
         }
         Endpoint::Tcp(a) => {
-            let mut s = tokio::net::TcpStream::connect(a)
-                .await
-                .map_err(|e| format!("{a}: {e}"))?;
+            let mut s = tokio::net::TcpStream::connect(a).await.map_err(|e| format!("{a}: {e}"))?;
             s.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+            read_response(&mut s).await
+        }
+    }
+}
+
+async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Result<Vec<u8>, String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let (split, length) = loop {
+        let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed before the response headers".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(split) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..split]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            break (split, length);
+        }
+    };
+    let body_start = split + 4;
+    match length {
+        Some(len) => {
+            while buf.len() < body_start + len {
+                let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
+                if n == 0 {
+                    return Err("connection closed before the end of the response".into());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            buf.truncate(body_start + len);
+        }
+        None => {
             s.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
         }
     }
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("malformed HTTP response")?;
-    let head = String::from_utf8_lossy(&buf[..split]);
-    let body = buf[split + 4..].to_vec();
+    let head = String::from_utf8_lossy(&buf[..split]).to_string();
+    let body = buf[body_start..].to_vec();
     let status = head.split_whitespace().nth(1).unwrap_or("");
     if status != "200" {
         return Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body).trim()));
