@@ -46,12 +46,16 @@ async fn get(ep: &Endpoint, path: &str) -> Result<Vec<u8>, String> {
     let request = format!("GET {path} HTTP/1.0\r\nHost: docker\r\nConnection: close\r\n\r\n");
     match ep {
         Endpoint::Unix(p) => {
-            let mut s = tokio::net::UnixStream::connect(p).await.map_err(|e| format!("{}: {e}", p.display()))?;
+            let mut s = tokio::net::UnixStream::connect(p)
+                .await
+                .map_err(|e| format!("{}: {e}", p.display()))?;
             s.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
             read_response(&mut s).await
         }
         Endpoint::Tcp(a) => {
-            let mut s = tokio::net::TcpStream::connect(a).await.map_err(|e| format!("{a}: {e}"))?;
+            let mut s = tokio::net::TcpStream::connect(a)
+                .await
+                .map_err(|e| format!("{a}: {e}"))?;
             s.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
             read_response(&mut s).await
         }

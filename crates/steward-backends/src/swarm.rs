@@ -174,7 +174,9 @@ impl Swarm {
         filters: HashMap<String, Vec<String>>,
     ) -> Result<Vec<ObservedObject>, SwarmError> {
         self.read();
-        let found: Vec<(Option<String>, Option<String>, Option<HashMap<String, String>>)> = match kind {
+        // (id, name, labels) of each object, secrets and configs alike.
+        type Found = (Option<String>, Option<String>, Option<HashMap<String, String>>);
+        let found: Vec<Found> = match kind {
             ObjectKind::Secret => self
                 .docker
                 .list_secrets(Some(ListSecretsOptions { filters: Some(filters) }))

@@ -96,7 +96,8 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<DesiredState, SpecErrors> {
 /// The last parse, by the SHA-256 of its inputs (paths and contents). Parsing is a pure function
 /// of them, so a controller that re-reads unchanged manifests on every pass (it must: a pass takes
 /// no input) skips the YAML parse and validation, which dominate a pass over large manifests.
-static LAST_PARSE: std::sync::Mutex<Option<([u8; 32], Result<DesiredState, SpecErrors>)>> = std::sync::Mutex::new(None);
+type ParseMemo = Option<([u8; 32], Result<DesiredState, SpecErrors>)>;
+static LAST_PARSE: std::sync::Mutex<ParseMemo> = std::sync::Mutex::new(None);
 
 fn parse_cached(inputs: &[(PathBuf, String)]) -> Result<DesiredState, SpecErrors> {
     use sha2::{Digest, Sha256};

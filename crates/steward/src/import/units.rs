@@ -83,7 +83,7 @@ pub fn parse_docker_bytes(s: &str) -> Result<u64, String> {
 /// steward's spelling of a size: `64Mi` when exact, else the number of bytes.
 pub fn format_bytes(b: u64) -> Option<String> {
     for (unit, size) in [("Ti", 1u64 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
-        if b >= size && b % size == 0 {
+        if b >= size && b.is_multiple_of(size) {
             return Some(format!("{}{unit}", b / size));
         }
     }
