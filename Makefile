@@ -44,7 +44,7 @@ test: swarm demo-images prometheus postgres chromium build
 
 ## Fast tests only (no Docker needed).
 test-unit:
-	$(CARGO) test -p steward-core -p steward-spec -p steward-manifest -p steward-schedule -p steward-plan -p steward-store -p steward-controller -p demo-app
+	$(CARGO) test -p steward-core -p steward-spec -p steward-manifest -p steward-schedule -p steward-database -p steward-plan -p steward-store -p steward-controller -p demo-app
 
 ## Regenerate the committed JSON Schema (a test fails when it is stale).
 schema:
