@@ -8,6 +8,7 @@
 //! manifest registry, the observers, gates, maintenance and backups come next.
 
 pub mod replication;
+pub mod retention;
 pub mod spec;
 pub mod validate;
 
