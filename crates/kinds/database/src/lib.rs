@@ -7,6 +7,7 @@
 //! whose receive and replay positions are equal reads as 0 s behind). Registration in the
 //! manifest registry, the observers, gates, maintenance and backups come next.
 
+pub mod maintenance;
 pub mod replication;
 pub mod retention;
 pub mod spec;
