@@ -26,9 +26,11 @@ demo-images:
 prometheus:
 	@scripts/ensure-prometheus.sh
 
-## PostgreSQL of our own on 127.0.0.1:15432 (Debian's package) for the PostgreSQL store tests.
+## PostgreSQL of our own on 127.0.0.1:15432 (Debian's package) for the PostgreSQL store tests,
+## and a primary (15433) with a streaming replica (15434) for the Database kind's tests.
 postgres:
 	@scripts/ensure-postgres.sh
+	@scripts/ensure-postgres-replica.sh >/dev/null
 
 ## Debian's chromium, for the dashboard's end-to-end test.
 chromium:

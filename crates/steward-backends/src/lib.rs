@@ -1,6 +1,7 @@
 //! Observers and executors, one module per system. Each observer reports `Unknown` when its
 //! system cannot be read; each executor carries out a planned action exactly as planned.
 
+pub mod database;
 pub mod git;
 pub mod jobs;
 pub mod networks;
