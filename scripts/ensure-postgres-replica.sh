@@ -66,10 +66,11 @@ shared_preload_libraries = 'pg_stat_statements'
 CONF
         echo "host replication all 127.0.0.1/32 trust" >>"${DIR}/primary/pg_hba.conf"
     fi
-    as_postgres "${BIN}/pg_ctl" -D "${DIR}/primary" -l "${DIR}/primary.log" -w -t "${READY_TIMEOUT_SECS}" start >/dev/null
+    # 9>&-: the server must not inherit the lock, or it would hold it for its whole life.
+    as_postgres "${BIN}/pg_ctl" -D "${DIR}/primary" -l "${DIR}/primary.log" -w -t "${READY_TIMEOUT_SECS}" start >/dev/null 9>&-
 fi
 wait_ready "${PRIMARY_PORT}"
-"${BIN}/psql" -X -q -h 127.0.0.1 -p "${PRIMARY_PORT}" -U postgres -d postgres \
+PGOPTIONS="-c client_min_messages=warning" "${BIN}/psql" -X -q -h 127.0.0.1 -p "${PRIMARY_PORT}" -U postgres -d postgres \
     -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
 
 if ! ready "${REPLICA_PORT}"; then
@@ -77,13 +78,13 @@ if ! ready "${REPLICA_PORT}"; then
         log "cloning the replica with pg_basebackup"
         rm -rf "${DIR}/replica"
         as_postgres "${BIN}/pg_basebackup" -h 127.0.0.1 -p "${PRIMARY_PORT}" -U postgres \
-            -D "${DIR}/replica" -R -X stream >"${DIR}/basebackup.log" 2>&1
+            -D "${DIR}/replica" -R -X stream >"${DIR}/basebackup.log" 2>&1 9>&-
         cat >>"${DIR}/replica/postgresql.auto.conf" <<CONF
 port = ${REPLICA_PORT}
 primary_conninfo = 'host=127.0.0.1 port=${PRIMARY_PORT} user=postgres application_name=replica1'
 CONF
     fi
-    as_postgres "${BIN}/pg_ctl" -D "${DIR}/replica" -l "${DIR}/replica.log" -w -t "${READY_TIMEOUT_SECS}" start >/dev/null
+    as_postgres "${BIN}/pg_ctl" -D "${DIR}/replica" -l "${DIR}/replica.log" -w -t "${READY_TIMEOUT_SECS}" start >/dev/null 9>&-
 fi
 wait_ready "${REPLICA_PORT}"
 echo "postgres://postgres@127.0.0.1:${PRIMARY_PORT}/postgres"
