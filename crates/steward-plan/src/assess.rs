@@ -104,7 +104,7 @@ pub fn assess(desired: &Desired, observed: &Observed, plan: &Plan, now: OffsetDa
                     Some(o) => format!(
                         "{}/{} tasks running {}",
                         o.running_tasks.unwrap_or(0),
-                        o.state.replicas,
+                        o.desired_task_count(),
                         o.state.image
                     ),
                     None => String::new(),

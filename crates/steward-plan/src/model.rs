@@ -368,6 +368,17 @@ pub struct ObservedService {
     pub update_status: Option<UpdateStatus>,
 }
 
+impl ObservedService {
+    /// Tasks Swarm should run: the replica count, or for a global service one per eligible node
+    /// (Swarm's own count, `ServiceStatus.DesiredTasks`).
+    pub fn desired_task_count(&self) -> u64 {
+        match self.state.mode {
+            Mode::Replicated => self.state.replicas,
+            Mode::Global => self.desired_tasks.unwrap_or(0),
+        }
+    }
+}
+
 /// What the observers saw. A backend that could not be read is `Unknown`, never empty.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Observed {

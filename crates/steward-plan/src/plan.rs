@@ -332,10 +332,7 @@ impl Plan {
 /// Tasks Swarm should run: the replica count, or for a global service one per eligible node
 /// (Swarm's own count).
 fn desired_tasks(o: &ObservedService) -> u64 {
-    match o.state.mode {
-        Mode::Replicated => o.state.replicas,
-        Mode::Global => o.desired_tasks.unwrap_or(0),
-    }
+    o.desired_task_count()
 }
 
 /// When the spec already matches: is Swarm done, still working, or stuck?

@@ -146,7 +146,13 @@ pub fn step(r: &mut Rollout, desired: &Desired, obs: &Observations) -> StepOutpu
                                 && u.started_at_ms.is_none_or(|t| t + CLOCK_SKEW_MS >= phase_start)
                         }
                     };
-                    o.running_tasks == Some(replicas) && status_ok
+                    // A global service runs one task per eligible node: Swarm's own count.
+                    let want = if o.state.mode == Mode::Global {
+                        o.desired_task_count()
+                    } else {
+                        replicas
+                    };
+                    o.running_tasks == Some(want) && status_ok
                 });
                 if written && settled {
                     let verify = !s.scale_only && (p.health.is_some() || p.analysis.is_some());
@@ -410,7 +416,12 @@ fn step_rolling_back(r: &mut Rollout, obs: &Observations, out: &mut StepOutput) 
                     .map(|x| x.spec_hash);
                 let back = o.spec_hash.as_deref() == Some(rev.spec_hash.as_str())
                     || (o.spec_hash.is_some() && o.spec_hash == restored);
-                back && o.running_tasks == Some(rev.state.replicas)
+                let want = if rev.state.mode == Mode::Global {
+                    o.desired_task_count()
+                } else {
+                    rev.state.replicas
+                };
+                back && o.running_tasks == Some(want)
                     && o.update_status
                         .as_ref()
                         .is_none_or(|u| u.state != UpdateState::Updating && u.state != UpdateState::RollbackStarted)
