@@ -20,7 +20,8 @@ cleanup() {
     local svcs nets
     docker stack rm "${PREFIX}-compose" >/dev/null 2>&1 || true
     # Configs steward made for --every-field services (labelled with the bench's stack).
-    docker config ls -q --filter "label=steward.io/stack=${PREFIX}" 2>/dev/null | xargs -r docker config rm >/dev/null 2>&1 || true
+    # (every section's stack is named ${PREFIX}-…).
+    docker config ls --format '{{.Name}}' 2>/dev/null | grep "^${PREFIX}-" | xargs -r docker config rm >/dev/null 2>&1 || true
     svcs="$(docker service ls --filter "name=${PREFIX}-" --format '{{.Name}}' 2>/dev/null | grep "^${PREFIX}-" || true)"
     if [[ -n "${svcs}" ]]; then
         echo "bench-swarm: removing leftover services: ${svcs//$'\n'/ }" >&2
