@@ -48,16 +48,6 @@ fn health(port: u16) -> String {
     )
 }
 
-fn ok(o: &std::process::Output) {
-    assert!(
-        o.status.success(),
-        "steward failed ({:?}):\n{}\n{}",
-        o.status.code(),
-        stdout(o),
-        stderr(o)
-    );
-}
-
 fn events_with(w: &World, reason: &str) -> Vec<serde_json::Value> {
     w.events_json().into_iter().filter(|e| e["reason"] == reason).collect()
 }

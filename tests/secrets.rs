@@ -6,16 +6,6 @@ use std::time::Duration;
 
 use steward_e2e::*;
 
-fn ok(o: &std::process::Output) {
-    assert!(
-        o.status.success(),
-        "steward failed ({:?}):\n{}\n{}",
-        o.status.code(),
-        stdout(o),
-        stderr(o)
-    );
-}
-
 /// Secret names the stack owns, sorted.
 fn owned_secrets(stack: &str) -> Vec<String> {
     let mut v: Vec<String> = docker_ok(&[

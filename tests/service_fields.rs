@@ -6,16 +6,6 @@ use std::time::Duration;
 
 use steward_e2e::*;
 
-fn ok(o: &std::process::Output) {
-    assert!(
-        o.status.success(),
-        "steward failed ({:?}):\n{}\n{}",
-        o.status.code(),
-        stdout(o),
-        stderr(o)
-    );
-}
-
 /// Every field at once, with values different from Swarm's defaults.
 fn full_spec(net: &str, volume: &str, grace: &str, nofile_hard: u32) -> String {
     format!(

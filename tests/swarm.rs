@@ -2,16 +2,6 @@
 
 use steward_e2e::*;
 
-fn ok(o: &std::process::Output) {
-    assert!(
-        o.status.success(),
-        "steward failed ({:?}):\n{}\n{}",
-        o.status.code(),
-        stdout(o),
-        stderr(o)
-    );
-}
-
 #[test]
 fn create_scale_update_image_then_noop_writes_nothing() {
     if !require_swarm("create_scale_update_image_then_noop_writes_nothing") {

@@ -413,6 +413,17 @@ impl Drop for World {
     }
 }
 
+/// Asserts that a steward command succeeded, printing its output when not.
+pub fn ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "steward failed ({:?}):\n{}\n{}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    );
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }

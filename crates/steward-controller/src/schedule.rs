@@ -122,23 +122,7 @@ fn secret_parts(
     let mut objects = BTreeMap::new();
     for (k, v) in &s.job.env {
         if s.job.secret_env.contains(k) && !s.job.exposed_env.contains(k) {
-            let name = steward_plan::versioned_name(steward_plan::ObjectKind::Secret, &s.name, k, v);
-            env.insert(format!("{k}_FILE"), format!("{}/{k}", steward_plan::SECRETS_PATH));
-            files.push(steward_plan::FileState {
-                target: k.clone(),
-                name: name.clone(),
-                uid: "0".into(),
-                gid: "0".into(),
-                mode: 0o444,
-            });
-            objects.insert(
-                name,
-                steward_plan::ObjectData {
-                    kind: steward_plan::ObjectKind::Secret,
-                    service: s.name.clone(),
-                    data: v.clone(),
-                },
-            );
+            steward_plan::mount_env_secret(&s.name, k, v.clone(), &mut env, &mut files, &mut objects);
         } else {
             env.insert(k.clone(), v.clone());
         }

@@ -225,7 +225,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         stack: desired.stack.clone(),
         ..Plan::default()
     };
-    let services = match observed {
+    let (services, objects) = match observed {
         Observed::Unknown { reason } => {
             for d in &desired.services {
                 plan.held.push(Held {
@@ -239,7 +239,6 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
         }
         Observed::Known { services, objects } => (services, objects),
     };
-    let (services, objects) = services;
     let by_name: BTreeMap<&str, &ObservedService> = services.iter().map(|s| (s.name.as_str(), s)).collect();
     let desired_names: BTreeSet<&str> = desired.services.iter().map(|d| d.name.as_str()).collect();
 

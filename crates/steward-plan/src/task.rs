@@ -257,6 +257,36 @@ pub fn versioned_name(kind: ObjectKind, owner: &str, key: &str, content: &str) -
 /// Where an env variable's secret is mounted in the container.
 pub const SECRETS_PATH: &str = "/run/secrets";
 
+/// An env variable's `valueFrom` value as a file, for services and schedules' jobs alike: the
+/// versioned Swarm secret `<owner>-<VAR>-<hash8>` (added to `objects`), mounted at
+/// `/run/secrets/<VAR>` (added to `files`), and `<VAR>_FILE` pointing at it (added to `env`).
+pub fn mount_env_secret(
+    owner: &str,
+    var: &str,
+    value: String,
+    env: &mut BTreeMap<String, String>,
+    files: &mut Vec<FileState>,
+    objects: &mut BTreeMap<String, ObjectData>,
+) {
+    let name = versioned_name(ObjectKind::Secret, owner, var, &value);
+    env.insert(format!("{var}_FILE"), format!("{SECRETS_PATH}/{var}"));
+    files.push(FileState {
+        target: var.to_string(),
+        name: name.clone(),
+        uid: "0".into(),
+        gid: "0".into(),
+        mode: 0o444,
+    });
+    objects.insert(
+        name,
+        ObjectData {
+            kind: ObjectKind::Secret,
+            service: owner.into(),
+            data: value,
+        },
+    );
+}
+
 /// What `TaskState::from_spec` made besides the state: the objects to create and the
 /// environment left once secrets moved to files.
 pub struct TaskParts {
@@ -285,23 +315,7 @@ pub fn task_from_spec(
     let mut secret_files = Vec::new();
     for e in env {
         if e.secret && !e.expose {
-            let name = versioned_name(ObjectKind::Secret, service, &e.name, &e.value);
-            out_env.insert(format!("{}_FILE", e.name), format!("{SECRETS_PATH}/{}", e.name));
-            secret_files.push(FileState {
-                target: e.name.clone(),
-                name: name.clone(),
-                uid: "0".into(),
-                gid: "0".into(),
-                mode: 0o444,
-            });
-            objects.insert(
-                name,
-                ObjectData {
-                    kind: ObjectKind::Secret,
-                    service: service.into(),
-                    data: e.value,
-                },
-            );
+            mount_env_secret(service, &e.name, e.value, &mut out_env, &mut secret_files, &mut objects);
         } else {
             if e.secret {
                 secret_env.insert(e.name.clone());
