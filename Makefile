@@ -3,15 +3,19 @@ SHELL := /bin/bash
 CARGO ?= cargo
 STATE ?= .steward/demo.db
 
-.PHONY: demo demo-images swarm prometheus postgres chromium build test test-unit schema bench fmt lint clean-demo
+.PHONY: demo demo-images demo-database swarm prometheus postgres chromium build test test-unit schema bench fmt lint clean-demo
 
 ## Run the controller on the local demo stack (sets up what is missing first).
-demo: swarm demo-images build
+demo: swarm demo-images demo-database build
 	@echo "steward: demo stack in manifests/demo, state in $(STATE)"
 	@echo "steward: dashboard on http://127.0.0.1:9469/ ; in another terminal: ./target/debug/steward --state $(STATE) status   (or: events --follow)"
 	@# The demo's secret: random, made once beside the state (never committed), kept across runs.
 	@mkdir -p $(dir $(STATE)) && test -s $(STATE).api-key || (umask 077; od -An -N16 -tx1 /dev/urandom | tr -d ' \n' > $(STATE).api-key)
 	STEWARD_DEMO_API_KEY="$$(cat $(STATE).api-key)" ./target/debug/steward --state $(STATE) run manifests/demo
+
+## The demo's PostgreSQL primary and replica (127.0.0.1:15433/15434) and its database.
+demo-database:
+	@scripts/demo-database.sh
 
 ## Initialize a single-node swarm if the engine is not in swarm mode.
 swarm:

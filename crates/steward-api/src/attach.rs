@@ -34,6 +34,8 @@ pub struct Attached {
     pub after_pass: AfterPass,
     /// For `RunOptions::after_schedule`: schedule metrics.
     pub after_schedule: AfterSchedule,
+    /// For `RunOptions::after_database`: database metrics.
+    pub after_database: steward_controller::AfterDatabase,
     /// The server task; await it once the loop has stopped (it ends on `shutdown`).
     pub server: tokio::task::JoinHandle<std::io::Result<()>>,
     pub metrics: Arc<Metrics>,
@@ -73,6 +75,14 @@ pub fn attach(
                 let result = if done.error.is_some() { "error" } else { "success" };
                 metrics.reconcile("Schedule", result, elapsed);
                 metrics.schedules.observe(name, done);
+            })
+        },
+        after_database: {
+            let metrics = metrics.clone();
+            Box::new(move |_ctl, name, done, elapsed| {
+                let result = if done.error.is_some() { "error" } else { "success" };
+                metrics.reconcile("Database", result, elapsed);
+                metrics.databases.observe(name, done);
             })
         },
         server,

@@ -6,6 +6,8 @@ pub mod git;
 pub mod jobs;
 pub mod networks;
 pub mod notify;
+pub mod pg_backup;
+pub mod pg_maintenance;
 pub mod probe;
 pub mod prometheus;
 mod raw;

@@ -2,6 +2,7 @@
 //! re-reads everything and is idempotent.
 
 mod backoff;
+pub mod database;
 pub mod metrics;
 mod network;
 mod pass;
@@ -20,7 +21,7 @@ pub use pass::{
     META_SOURCE_APPLIED_DESCRIBE, META_SOURCE_ATTEMPTED, META_SOURCE_ATTEMPTED_DESCRIBE,
 };
 pub use prepare::{desired_hash, generation_hash, prepare, prepare_all, PrepareError, Prepared};
-pub use run::{run, AfterPass, AfterSchedule, RunOptions};
+pub use run::{run, AfterDatabase, AfterPass, AfterSchedule, RunOptions};
 
 /// A request from outside the loop (HTTP API, git webhook) to look again now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

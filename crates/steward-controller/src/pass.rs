@@ -37,6 +37,8 @@ pub const META_PATHS: &str = "desired.paths";
 /// The active (or last) rollout, as JSON: it survives a controller restart at any point.
 pub const META_ROLLOUT: &str = "rollout";
 const META_GENERATION: &str = "desired.generation";
+/// While a deploy gate holds: how soon it is judged again.
+const GATE_RECHECK: Duration = Duration::from_secs(2);
 
 /// What a pass found and did.
 #[derive(Debug, Clone)]
@@ -93,6 +95,14 @@ pub struct Controller {
     pub(crate) generation: u64,
     /// Networks of the last valid desired state, sorted by name.
     pub(crate) networks: Vec<steward_network::DesiredNetwork>,
+    /// Databases of the last valid desired state, sorted by name.
+    pub(crate) databases: Vec<steward_database::DatabaseState>,
+    /// What the Database reconciler keeps between reconciles, by name.
+    pub(crate) db_runtime: BTreeMap<String, crate::database::Runtime>,
+    /// Services a deploy gate holds, with why (an event when it starts and when it ends).
+    pub(crate) gate_held: BTreeMap<String, String>,
+    /// `backupBefore` backups running, by their rollout key.
+    pub(crate) predeploy_backups: BTreeMap<String, crate::database::InFlight>,
 }
 
 /// Why there is no desired state to load.
@@ -160,6 +170,10 @@ impl Controller {
             started: OffsetDateTime::now_utc(),
             generation: 0,
             networks: Vec::new(),
+            databases: Vec::new(),
+            db_runtime: Default::default(),
+            gate_held: Default::default(),
+            predeploy_backups: Default::default(),
         }
     }
 
@@ -286,6 +300,7 @@ impl Controller {
                     desired: mut d,
                     schedules,
                     networks,
+                    databases,
                 } = prepared;
                 let stored_hash = self.store.get_meta(META_HASH).ok().flatten();
                 let mut generation: u64 = self
@@ -321,6 +336,7 @@ impl Controller {
                 self.generation = generation;
                 self.schedules = schedules;
                 self.networks = networks;
+                self.databases = databases;
                 self.last_invalid = None;
                 self.last_good = Some(d.clone());
                 self.record_source_attempted();
@@ -396,8 +412,17 @@ impl Controller {
         // Rollouts only advance on a known picture of Swarm.
         let mut active = self.load_rollout();
         let mut store_failed = Vec::new();
+        let db_gates = match &observed {
+            Observed::Known { .. } => {
+                self.database_gates(&desired, &crate::prepare::desired_hash(&desired), active.as_ref())
+                    .await
+            }
+            Observed::Unknown { .. } => BTreeMap::new(),
+        };
         if let Observed::Known { services, .. } = &observed {
-            let advanced = self.advance_rollout(&desired, services, active, now_ms).await;
+            let advanced = self
+                .advance_rollout(&desired, services, active, now_ms, !db_gates.is_empty())
+                .await;
             active = advanced.rollout;
             store_failed = advanced.failed;
         }
@@ -423,6 +448,8 @@ impl Controller {
         }
         let mut desired = desired;
         desired.retained_objects = retained_objects(&self.store, &desired, &observed);
+        let gated = !db_gates.is_empty();
+        desired.gates.extend(db_gates);
         let Planned {
             effective,
             plan: the_plan,
@@ -505,8 +532,12 @@ impl Controller {
                 .map(|t| t.saturating_duration_since(now_i)),
         });
         outcome.blocking.extend(settled.blocking);
-        outcome.converged = settled.converged;
+        outcome.converged = settled.converged && !gated;
         outcome.requeue_after = settled.requeue_after;
+        if gated {
+            // A held gate opens by itself (replay resumes): look again soon.
+            outcome.requeue_after = Some(outcome.requeue_after.map_or(GATE_RECHECK, |r| r.min(GATE_RECHECK)));
+        }
         outcome
     }
 

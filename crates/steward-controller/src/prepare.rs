@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 use steward_manifest::load_paths;
+use steward_database::DatabaseState;
 use steward_network::DesiredNetwork;
 use steward_plan::{Desired, DesiredService};
 use steward_schedule::ScheduleState;
@@ -24,6 +25,8 @@ pub struct Prepared {
     pub schedules: Vec<ScheduleState>,
     /// Sorted by name.
     pub networks: Vec<DesiredNetwork>,
+    /// Sorted by name; passwords resolved.
+    pub databases: Vec<DatabaseState>,
 }
 
 /// Loads and validates manifests, resolves `valueFrom`, and builds the Service planner's input.
@@ -69,6 +72,26 @@ pub fn prepare_all(paths: &[PathBuf]) -> Result<Prepared, PrepareError> {
             Err(SpecErrors(e)) => errors.extend(e),
         }
     }
+    let mut databases = Vec::new();
+    for entry in &state.databases {
+        let password = match &entry.spec.password_from {
+            None => None,
+            Some(src) => match steward_spec::read_source(src, steward_spec::secrets_dir().as_deref()) {
+                Ok(v) => Some(v),
+                Err((field, message)) => {
+                    errors.push(steward_spec::SpecError {
+                        file: entry.source.file.clone(),
+                        line: entry.source.line,
+                        column: 1,
+                        field: format!("Database/{}: spec.passwordFrom{}", entry.name(), field.trim_start_matches(".valueFrom")),
+                        message,
+                    });
+                    continue;
+                }
+            },
+        };
+        databases.push(DatabaseState::from_entry(entry, password));
+    }
     if !errors.is_empty() {
         errors.sort();
         return Err(PrepareError::Invalid(SpecErrors(errors)));
@@ -85,6 +108,7 @@ pub fn prepare_all(paths: &[PathBuf]) -> Result<Prepared, PrepareError> {
         },
         schedules,
         networks: state.networks.iter().map(DesiredNetwork::from_entry).collect(),
+        databases,
     })
 }
 
@@ -102,6 +126,12 @@ pub fn generation_hash(p: &Prepared) -> String {
     for n in &p.networks {
         // Debug output of sorted maps and plain fields: stable for equal values.
         h.update(format!("{n:?}").as_bytes());
+        h.update([0]);
+    }
+    for d in &p.databases {
+        // The spec only: the password is redacted in Debug output, and never hashed here.
+        h.update(d.name.as_bytes());
+        h.update(format!("{:?}", d.spec).as_bytes());
         h.update([0]);
     }
     hex::encode(&h.finalize()[..8])

@@ -13,6 +13,7 @@ use steward_backends::git::{GitError, GitSource};
 use steward_plan::status::EventType;
 
 use crate::pass::{Controller, PassOutcome, SourceRevision};
+use crate::database::DbReconciled;
 use crate::schedule::Reconciled;
 use crate::scheduler::Scheduler;
 use crate::Wake;
@@ -22,6 +23,8 @@ use steward_core::{Kind, ObjectRef, Requeue};
 pub type AfterPass = Box<dyn FnMut(&Controller, &PassOutcome, Duration) + Send>;
 /// Called after every reconcile of a schedule (metrics), with its name and how long it took.
 pub type AfterSchedule = Box<dyn FnMut(&Controller, &str, &Reconciled, Duration) + Send>;
+/// Called after every reconcile of a Database (metrics), with its name and how long it took.
+pub type AfterDatabase = Box<dyn FnMut(&Controller, &str, &DbReconciled, Duration) + Send>;
 
 pub struct RunOptions {
     pub paths: Vec<PathBuf>,
@@ -38,6 +41,8 @@ pub struct RunOptions {
     pub after_pass: Option<AfterPass>,
     /// Called after every reconcile of a schedule.
     pub after_schedule: Option<AfterSchedule>,
+    /// Called after every reconcile of a Database.
+    pub after_database: Option<AfterDatabase>,
 }
 
 /// Git's side of the loop: what was last reported, so a failing remote is one event, not one
@@ -228,6 +233,7 @@ pub async fn run(mut ctl: Controller, mut opts: RunOptions, shutdown: impl Futur
     queue.schedule(ObjectRef::stack(ctl.stack_name()), tokio::time::Instant::now());
     // Spec hashes of the schedules last queued: a new or changed schedule is reconciled at once.
     let mut schedule_hashes: std::collections::BTreeMap<String, String> = Default::default();
+    let mut database_hashes: std::collections::BTreeMap<String, String> = Default::default();
     let mut was_leader = false;
     loop {
         let mut fetch = false;
@@ -281,6 +287,7 @@ pub async fn run(mut ctl: Controller, mut opts: RunOptions, shutdown: impl Futur
                     // A new leader re-reads everything at once.
                     relevant = true;
                     schedule_hashes.clear();
+                    database_hashes.clear();
                 } else {
                     ctl.event(
                         EventType::Warning,
@@ -328,9 +335,21 @@ pub async fn run(mut ctl: Controller, mut opts: RunOptions, shutdown: impl Futur
                 due.push(ObjectRef::schedule(name));
             }
             schedule_hashes = hashes;
+            let hashes = ctl.database_hashes();
+            for (name, hash) in &hashes {
+                if database_hashes.get(name) != Some(hash) {
+                    due.push(ObjectRef::database(name));
+                }
+            }
+            for name in database_hashes.keys().filter(|n| !hashes.contains_key(*n)) {
+                queue.forget(&ObjectRef::database(name));
+                due.push(ObjectRef::database(name));
+            }
+            database_hashes = hashes;
         }
         due.sort();
         due.dedup();
+        let databases_due: Vec<ObjectRef> = due.iter().filter(|o| o.kind == Kind::Database).cloned().collect();
         for object in due.into_iter().filter(|o| o.kind == Kind::Schedule) {
             let started = std::time::Instant::now();
             let Some(done) = ctl.reconcile_schedule(&object.name).await else {
@@ -357,6 +376,27 @@ pub async fn run(mut ctl: Controller, mut opts: RunOptions, shutdown: impl Futur
             queue.requeue(
                 object,
                 requeue,
+                tokio::time::Instant::now(),
+                time::OffsetDateTime::now_utc(),
+            );
+        }
+        for object in databases_due {
+            let started = std::time::Instant::now();
+            let Some(done) = ctl.reconcile_database(&object.name).await else {
+                continue;
+            };
+            if let Some(f) = opts.after_database.as_mut() {
+                f(&ctl, &object.name, &done, started.elapsed());
+            }
+            tracing::debug!(
+                object = %object,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                requeue = ?done.requeue,
+                "database reconciled"
+            );
+            queue.requeue(
+                object,
+                done.requeue,
                 tokio::time::Instant::now(),
                 time::OffsetDateTime::now_utc(),
             );

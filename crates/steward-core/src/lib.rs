@@ -38,10 +38,12 @@ pub enum Kind {
     Secret,
     /// A Swarm config steward made.
     Config,
+    /// A PostgreSQL primary and its streaming replicas.
+    Database,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Stack,
         Kind::Service,
         Kind::Schedule,
@@ -50,6 +52,7 @@ impl Kind {
         Kind::Volume,
         Kind::Secret,
         Kind::Config,
+        Kind::Database,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +65,7 @@ impl Kind {
             Kind::Volume => "Volume",
             Kind::Secret => "Secret",
             Kind::Config => "Config",
+            Kind::Database => "Database",
         }
     }
 }
@@ -111,6 +115,9 @@ impl ObjectRef {
     }
     pub fn schedule(name: impl Into<String>) -> Self {
         Self::new(Kind::Schedule, name)
+    }
+    pub fn database(name: impl Into<String>) -> Self {
+        Self::new(Kind::Database, name)
     }
     pub fn rollout(generation: u64) -> Self {
         Self::new(Kind::Rollout, generation.to_string())

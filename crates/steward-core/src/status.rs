@@ -13,15 +13,38 @@ pub enum ConditionType {
     Ready,
     Progressing,
     Degraded,
+    /// Database: every replica streams and is within `thresholds.replicationLag`.
+    ReplicationHealthy,
+    /// Database: the newest backup is younger than its schedule's period plus a margin, and the
+    /// last restore test passed.
+    BackupHealthy,
+    /// Database: tables over the vacuum thresholds wait for the maintenance window.
+    MaintenanceDue,
+    /// Database: a replica could be promoted now (streaming, caught up, in recovery, its slot
+    /// healthy). Promotion itself stays a human decision.
+    FailoverReady,
 }
 
 impl ConditionType {
+    /// The conditions every kind reports.
     pub const ALL: [ConditionType; 3] = [Self::Ready, Self::Progressing, Self::Degraded];
+    /// What a Database reports.
+    pub const DATABASE: [ConditionType; 5] = [
+        Self::Ready,
+        Self::ReplicationHealthy,
+        Self::BackupHealthy,
+        Self::MaintenanceDue,
+        Self::FailoverReady,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Ready => "Ready",
             Self::Progressing => "Progressing",
             Self::Degraded => "Degraded",
+            Self::ReplicationHealthy => "ReplicationHealthy",
+            Self::BackupHealthy => "BackupHealthy",
+            Self::MaintenanceDue => "MaintenanceDue",
+            Self::FailoverReady => "FailoverReady",
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use steward_database::spec::DatabaseEntry;
 use steward_network::spec::NetworkEntry;
 use steward_schedule::spec::ScheduleEntry;
 use steward_spec::*;
@@ -27,6 +28,8 @@ pub struct DesiredState {
     pub networks: Vec<NetworkEntry>,
     /// Sorted by name.
     pub volumes: Vec<VolumeEntry>,
+    /// Sorted by name.
+    pub databases: Vec<DatabaseEntry>,
     pub files: Vec<PathBuf>,
 }
 
@@ -163,6 +166,7 @@ pub fn parse_sources(inputs: &[(PathBuf, String)]) -> Result<DesiredState, SpecE
         mut schedules,
         mut networks,
         mut volumes,
+        mut databases,
     } = docs;
     // Names are unique across the whole desired state.
     let mut seen: HashMap<&str, &ServiceEntry> = HashMap::new();
@@ -208,6 +212,7 @@ pub fn parse_sources(inputs: &[(PathBuf, String)]) -> Result<DesiredState, SpecE
     schedules.sort_by(|a, b| a.name().cmp(b.name()));
     networks.sort_by(|a, b| a.name().cmp(b.name()));
     volumes.sort_by(|a, b| a.name().cmp(b.name()));
+    databases.sort_by(|a, b| a.name().cmp(b.name()));
     let (stack, prune) = match stacks.into_iter().next() {
         Some((d, _)) => (d.metadata.name.value.to_string(), d.spec.prune),
         None => (DEFAULT_STACK.to_string(), false),
@@ -219,6 +224,7 @@ pub fn parse_sources(inputs: &[(PathBuf, String)]) -> Result<DesiredState, SpecE
         schedules,
         networks,
         volumes,
+        databases,
         files: inputs.iter().map(|(f, _)| f.clone()).collect(),
     })
 }

@@ -4,13 +4,14 @@
 //! field in [`Documents`] and [`crate::DesiredState`], an arm in [`parse_document`], its
 //! cross-document checks in [`check_across`], and its schema in [`json_schema`].
 
+use steward_database::spec::{DatabaseDocument, DatabaseEntry};
 use steward_network::spec::{NetworkDocument, NetworkEntry};
 use steward_schedule::spec::{ScheduleDocument, ScheduleEntry};
 use steward_spec::*;
 use steward_volume::spec::{VolumeDocument, VolumeEntry};
 
 /// For error messages: the kinds a document may be.
-pub const EXPECTED: &str = "Service, Stack, Schedule, Network or Volume";
+pub const EXPECTED: &str = "Service, Stack, Schedule, Network, Volume or Database";
 
 /// Documents of every kind, as parsed (before the checks across documents).
 #[derive(Default)]
@@ -20,6 +21,7 @@ pub struct Documents {
     pub schedules: Vec<ScheduleEntry>,
     pub networks: Vec<NetworkEntry>,
     pub volumes: Vec<VolumeEntry>,
+    pub databases: Vec<DatabaseEntry>,
 }
 
 fn source(ctx: &DocCtx, m: &Metadata) -> Source {
@@ -76,6 +78,14 @@ pub fn parse_document(
                 spec: d.spec,
             });
         }),
+        "Database" => typed::<DatabaseDocument>(ctx, text).map(|d| {
+            steward_database::validate::validate_database(ctx, text, &d, errors);
+            docs.databases.push(DatabaseEntry {
+                source: source(ctx, &d.metadata),
+                metadata: d.metadata,
+                spec: d.spec,
+            });
+        }),
         _ => Err(unknown_kind(ctx, kind, EXPECTED)),
     };
     if let Err(e) = result {
@@ -92,9 +102,12 @@ pub fn check_across(docs: &Documents, errors: &mut Vec<SpecError>) {
         schedules,
         networks,
         volumes,
+        databases,
         ..
     } = docs;
     steward_network::validate::check_unique(networks, errors);
+    steward_database::validate::check_unique(databases, errors);
+    steward_database::validate::check_references(services, databases, errors);
     steward_volume::validate::check_unique(volumes, errors);
     let mut seen: std::collections::HashMap<&str, &ScheduleEntry> = Default::default();
     for s in schedules {
@@ -128,6 +141,7 @@ pub fn json_schema() -> serde_json::Value {
         Schedule(ScheduleDocument),
         Network(NetworkDocument),
         Volume(VolumeDocument),
+        Database(DatabaseDocument),
     }
     let mut schema = serde_json::to_value(schemars::schema_for!(Document)).expect("schema serializes");
     if let Some(obj) = schema.as_object_mut() {

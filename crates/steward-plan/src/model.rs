@@ -137,6 +137,11 @@ pub struct RolloutPolicy {
     pub progress_deadline_ms: i64,
     pub pre_deploy: Vec<steward_spec::PreDeployJob>,
     pub depends_on: Vec<String>,
+    /// `(database, max lag in ms)`: the lag is the gate's or, when it has none, the Database's
+    /// threshold (`None` here).
+    pub gates: Vec<(String, Option<i64>)>,
+    /// Database backed up in the PreDeploy phase.
+    pub backup_before: Option<String>,
 }
 
 impl RolloutPolicy {
@@ -148,6 +153,17 @@ impl RolloutPolicy {
             progress_deadline_ms: spec.progress_deadline.get().as_millis() as i64,
             pre_deploy: spec.pre_deploy.clone(),
             depends_on: spec.depends_on.iter().map(|d| d.value.to_string()).collect(),
+            gates: spec
+                .gates
+                .iter()
+                .map(|g| {
+                    (
+                        g.database.value.to_string(),
+                        g.max_replication_lag.map(|d| d.get().as_millis() as i64),
+                    )
+                })
+                .collect(),
+            backup_before: spec.backup_before.as_ref().map(|b| b.value.to_string()),
         }
     }
 

@@ -180,6 +180,10 @@ pub struct JobRecord {
     pub swarm_name: String,
     pub started_ms: Option<i64>,
     pub done: bool,
+    /// A `backupBefore` backup of this Database instead of a Swarm job: the controller takes
+    /// it (its `swarm_name` is then a key, `backup:<database>:<hash>`, never a Swarm name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_of: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -280,9 +284,21 @@ pub struct JobStart {
 pub struct StepOutput {
     pub events: Vec<RolloutEvent>,
     pub start_jobs: Vec<JobStart>,
+    /// `backupBefore` backups to take now: (database, key).
+    pub start_backups: Vec<(String, String)>,
     pub remove_jobs: Vec<String>,
     /// Revisions whose outcome became known at this step.
     pub finished: Vec<(String, String, Outcome)>,
+}
+
+/// Key of a rollout's `backupBefore` backup (not a Swarm name: Swarm names have no `:`).
+pub fn backup_key(database: &str, hash: &str) -> String {
+    format!("backup:{database}:{}", &hash[..hash.len().min(8)])
+}
+
+/// True for a [`backup_key`].
+pub fn is_backup_key(name: &str) -> bool {
+    name.starts_with("backup:")
 }
 
 /// Deterministic Swarm name of a job: `<service>-<job>-<hash8>`, kept within Swarm's 63 characters.
@@ -302,7 +318,7 @@ pub fn begin(
     now_ms: i64,
 ) -> Option<Rollout> {
     let mut services = Vec::new();
-    let mut jobs = Vec::new();
+    let mut jobs: Vec<JobRecord> = Vec::new();
     for d in &desired.services {
         let from = last_good.get(&d.name);
         if from.is_some_and(|r| r.spec_hash == d.spec_hash) {
@@ -310,6 +326,23 @@ pub fn begin(
         }
         let scale_only = from.is_some_and(|r| !r.task_hash.is_empty() && r.task_hash == task_hash(&d.state));
         if !scale_only {
+            // The guide's order: the backup (step 3) before the migrations; one per Database.
+            if let Some(db) = &d.rollout.backup_before {
+                if !jobs.iter().any(|j| j.backup_of.as_deref() == Some(db.as_str())) {
+                    let pos = jobs.iter().take_while(|j| j.backup_of.is_some()).count();
+                    jobs.insert(
+                        pos,
+                        JobRecord {
+                            service: d.name.clone(),
+                            job: format!("backup-{db}"),
+                            swarm_name: backup_key(db, &d.spec_hash),
+                            started_ms: None,
+                            done: false,
+                            backup_of: Some(db.clone()),
+                        },
+                    );
+                }
+            }
             for j in &d.rollout.pre_deploy {
                 jobs.push(JobRecord {
                     service: d.name.clone(),
@@ -317,6 +350,7 @@ pub fn begin(
                     swarm_name: job_swarm_name(&d.name, j.name.as_str(), &d.spec_hash),
                     started_ms: None,
                     done: false,
+                    backup_of: None,
                 });
             }
         }

@@ -196,6 +196,29 @@ pub struct ServiceSpec {
     /// Kernel capabilities dropped, e.g. `ALL`. Default: none.
     #[serde(default)]
     pub cap_drop: Vec<String>,
+    /// Databases that must be healthy before a rollout of this service starts: primary
+    /// reachable and writable, every replica streaming within `maxReplicationLag`. A rollout
+    /// already running is not aborted. Default: none.
+    #[serde(default)]
+    pub gates: Vec<DatabaseGate>,
+    /// A `Database` of this desired state backed up in the rollout's PreDeploy phase, before
+    /// the pre-deploy jobs; the rollout waits for it, and a failed backup stops the rollout
+    /// before anything is touched. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<ResourceName>")]
+    pub backup_before: Option<Spanned<ResourceName>>,
+}
+
+/// A deploy gate on a `Database` of this desired state.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DatabaseGate {
+    #[schemars(with = "ResourceName")]
+    pub database: Spanned<ResourceName>,
+    /// Replication lag over which the gate holds. Default: the Database's
+    /// `thresholds.replicationLag`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replication_lag: Option<Duration>,
 }
 
 /// An HTTP health check of the new version.

@@ -1,5 +1,5 @@
-//! The store for resource status, events, revision history, runs of schedules and controller
-//! metadata.
+//! The store for resource status, events, revision history, runs of schedules, database
+//! backups and controller metadata.
 //!
 //! Two backends behind one [`Store`]:
 //! - an embedded SQLite file (the default, [`Store::open`]): one controller plus any number of
@@ -17,6 +17,7 @@
 //! callers may call it directly: the PostgreSQL backend does its I/O on a thread of its own,
 //! so no call here ever needs, or conflicts with, a tokio runtime.
 
+mod backups;
 mod error;
 mod events;
 pub mod leader;

@@ -7,11 +7,11 @@ use postgres::Client;
 
 use crate::pg::Failure;
 use crate::sql::Dialect;
-use crate::{runs, StoreError};
+use crate::{backups, runs, StoreError};
 
 /// The PostgreSQL schema version this code reads and writes (tracked in `steward_schema`,
 /// separately from SQLite's [`crate::SCHEMA_VERSION`]).
-pub const POSTGRES_SCHEMA_VERSION: i64 = 2;
+pub const POSTGRES_SCHEMA_VERSION: i64 = 3;
 
 /// Taken for the length of a migration; see [`crate::leader::LOCK_KEY`] for the choice of
 /// number.
@@ -104,7 +104,11 @@ pub(crate) fn migrate(client: &mut Client, path: &Path) -> Result<(), Failure> {
         tx.batch_execute(&runs::schema(Dialect::Postgres))?;
         tx.execute("INSERT INTO steward_schema (version) VALUES (2)", &[])?;
     }
-    // Future migrations: `if version < 3 { ...; INSERT version 3 }`, in this transaction.
+    if version < 3 {
+        tx.batch_execute(&backups::schema(Dialect::Postgres))?;
+        tx.execute("INSERT INTO steward_schema (version) VALUES (3)", &[])?;
+    }
+    // Future migrations: `if version < 4 { ...; INSERT version 4 }`, in this transaction.
     tx.commit()?;
     Ok(())
 }

@@ -5,10 +5,10 @@ use std::path::Path;
 use rusqlite::{Connection, TransactionBehavior};
 
 use crate::sql::Dialect;
-use crate::{runs, StoreError};
+use crate::{backups, runs, StoreError};
 
 /// The schema version this code reads and writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Version 1.
 ///
@@ -103,7 +103,12 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         tx.execute_batch(&runs::schema(Dialect::Sqlite))
             .map_err(sql("adding runs (version 3)"))?;
     }
-    // Future migrations: `if version < 4 { ... }`, each step in this same transaction.
+    if version < 4 {
+        // Version 4: database backups; defined once for both backends, like runs.
+        tx.execute_batch(&backups::schema(Dialect::Sqlite))
+            .map_err(sql("adding backups (version 4)"))?;
+    }
+    // Future migrations: `if version < 5 { ... }`, each step in this same transaction.
     if version != SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(sql("recording the schema version"))?;

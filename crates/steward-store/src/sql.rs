@@ -24,6 +24,7 @@ pub(crate) enum Dialect {
 pub(crate) enum Table {
     Events,
     Runs,
+    Backups,
 }
 
 impl Table {
@@ -35,6 +36,8 @@ impl Table {
             (Table::Events, Dialect::Postgres) => "steward_events",
             (Table::Runs, Dialect::Sqlite) => "runs",
             (Table::Runs, Dialect::Postgres) => "steward_runs",
+            (Table::Backups, Dialect::Sqlite) => "backups",
+            (Table::Backups, Dialect::Postgres) => "steward_backups",
         }
     }
 }

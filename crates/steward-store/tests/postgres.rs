@@ -171,6 +171,7 @@ fn migration_creates_the_schema_once_and_rejects_newer() {
     assert_eq!(
         tables(&mut client),
         [
+            "steward_backups",
             "steward_events",
             "steward_leader",
             "steward_meta",

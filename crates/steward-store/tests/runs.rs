@@ -145,12 +145,21 @@ impl Fixture {
         }
     }
 
-    /// Undoes the runs migration step, which only added the runs table: what is left is a
-    /// database exactly as the previous steward left it (SQLite schema 2, PostgreSQL 1).
-    fn revert_to_the_schema_before_runs(&self) {
+    /// Undoes the runs migration step and the steps after it (the backups table), each of
+    /// which only added a table: what is left is a database exactly as the steward before runs
+    /// left it. Returns that schema version (SQLite 2, PostgreSQL 1).
+    fn revert_to_the_schema_before_runs(&self) -> i64 {
         match &self.location {
-            Location::Sqlite { .. } => self.execute("DROP TABLE {runs}; PRAGMA user_version = 2;"),
-            Location::Postgres(_) => self.execute("DROP TABLE {runs}; DELETE FROM steward_schema WHERE version = 2;"),
+            Location::Sqlite { .. } => {
+                self.execute("DROP TABLE backups; DROP TABLE {runs}; PRAGMA user_version = 2;");
+                2
+            }
+            Location::Postgres(_) => {
+                self.execute(
+                    "DROP TABLE steward_backups; DROP TABLE {runs}; DELETE FROM steward_schema WHERE version >= 2;",
+                );
+                1
+            }
         }
     }
 
@@ -592,16 +601,17 @@ fn concurrent_forbidding_claims_start_one_run(fx: &Fixture) {
     assert!(stores[1].active_runs().unwrap().is_empty());
 }
 
-/// A database written by the previous steward (SQLite schema 2, PostgreSQL schema 1) gains
-/// the runs table on open and keeps everything else.
+/// A database written by the steward before runs (SQLite schema 2, PostgreSQL schema 1) gains
+/// the runs table (and the later steps' tables) on open and keeps everything else.
 fn migrates_from_the_previous_schema(fx: &Fixture) {
     let store = fx.open();
     store.set_meta("kept", "yes").unwrap();
     drop(store);
-    fx.revert_to_the_schema_before_runs();
+    let before_runs = fx.revert_to_the_schema_before_runs();
     assert!(!fx.has_runs_table());
     let (found, current) = fx.schema_versions();
-    assert_eq!(found, current - 1);
+    assert_eq!(found, before_runs);
+    assert!(found < current);
 
     let store = fx.open();
     assert!(fx.has_runs_table());

@@ -85,6 +85,17 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             ref paths,
             wait,
         } => runtime()?.block_on(crate::schedules::trigger(&cli, schedule, paths, wait)),
+        Command::Backups {
+            ref database,
+            ref paths,
+            output,
+        } => crate::databases::backups(&cli, database.as_deref(), paths, output),
+        Command::Backup { ref database, ref paths } => {
+            crate::databases::run_now(&cli, database, steward_database::Task::Backup, paths)
+        }
+        Command::RestoreTest { ref database, ref paths } => {
+            crate::databases::run_now(&cli, database, steward_database::Task::RestoreTest, paths)
+        }
         Command::Describe {
             ref object,
             ref paths,
@@ -513,7 +524,7 @@ async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|&stop| stop).await;
     };
-    let (wake, after_pass, after_schedule, api) = match listen {
+    let (wake, after_pass, after_schedule, after_database, api) = match listen {
         crate::Listen::On(addr) => {
             let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
                 anyhow::anyhow!("cannot listen on {addr}: {e} (use --listen ADDR:PORT, or --listen off)")
@@ -530,9 +541,15 @@ async fn run(
                 "steward: dashboard and API on http://{}/ (metrics at /metrics)",
                 listener_addr
             );
-            (Some(a.wake), Some(a.after_pass), Some(a.after_schedule), Some(a.server))
+            (
+                Some(a.wake),
+                Some(a.after_pass),
+                Some(a.after_schedule),
+                Some(a.after_database),
+                Some(a.server),
+            )
         }
-        crate::Listen::Off => (None, None, None, None),
+        crate::Listen::Off => (None, None, None, None, None),
     };
     steward_controller::run(
         ctl,
@@ -544,6 +561,7 @@ async fn run(
             wake,
             after_pass,
             after_schedule,
+            after_database,
             leadership,
         },
         stopped(stop_rx),

@@ -104,6 +104,20 @@ pub fn describe(cli: &Cli, object: &str, paths: &[PathBuf], output: Format) -> a
                 );
             }
         }
+        Kind::Database => {
+            if let Some(d) = prepared
+                .as_ref()
+                .and_then(|p| p.databases.iter().find(|d| d.name == object.name))
+            {
+                spec = serde_json::to_value(&d.spec).unwrap_or_default();
+                spec_lines.push_str(&crate::describe_database::spec_text(d));
+            }
+            for t in steward_database::Task::ALL {
+                runs.extend(store.runs(Some(&t.run_name(&object.name)), Some(RECENT_RUNS))?);
+            }
+            runs.sort_by(|a, b| b.scheduled_at.cmp(&a.scheduled_at).then(b.id.cmp(&a.id)));
+            runs.truncate(RECENT_RUNS);
+        }
         Kind::Stack | Kind::Rollout | Kind::Network | Kind::Volume | Kind::Secret | Kind::Config => {}
     }
     if status.is_none() && events.is_empty() && spec.is_null() {
@@ -117,6 +131,9 @@ pub fn describe(cli: &Cli, object: &str, paths: &[PathBuf], output: Format) -> a
             out.push_str(&spec_lines);
             if let Some(st) = &status {
                 out.push_str(&status_text(st));
+                if object.kind == Kind::Database {
+                    out.push_str(&crate::describe_database::report_text(st));
+                }
             } else {
                 out.push_str("Status:       not reconciled yet\n");
             }

@@ -1,7 +1,9 @@
 //! The `steward` command line. Each command parses, calls one function, renders.
 
 mod commands;
+mod databases;
 mod describe;
+mod describe_database;
 mod import;
 mod output;
 mod schedules;
@@ -166,6 +168,33 @@ pub enum Command {
         /// Stop waiting after this long (the run goes on; the controller records its end).
         #[arg(long, default_value = "2h", value_parser = parse_duration)]
         wait: std::time::Duration,
+    },
+    /// Backups steward made, newest first: time, file, size, sha256, verified, kept as
+    /// daily/weekly/monthly.
+    Backups {
+        /// Only this Database's backups.
+        database: Option<String>,
+        /// Manifests, for the retention column; default: those the controller last loaded.
+        #[arg(long = "path")]
+        paths: Vec<PathBuf>,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Back a Database up now (pg_dump -Fc into its backup directory, then retention). Exit 0
+    /// when the backup was written and recorded, 1 otherwise.
+    Backup {
+        database: String,
+        /// Manifests; default: those the controller last loaded (recorded in the store).
+        #[arg(long = "path")]
+        paths: Vec<PathBuf>,
+    },
+    /// Restore a Database's newest backup into a scratch database (a throwaway local server
+    /// unless `restoreTest.target` names one), run its checks, drop it. Exit 0 when it passed.
+    RestoreTest {
+        database: String,
+        /// Manifests; default: those the controller last loaded (recorded in the store).
+        #[arg(long = "path")]
+        paths: Vec<PathBuf>,
     },
     /// One object of any kind in full: spec summary, observed state, conditions, recent events.
     Describe {

@@ -1,5 +1,4 @@
-//! `kind: Database` — the document (issue 9's contract) and its defaults. Not yet registered in
-//! the manifest registry: the observers and reconciler come first.
+//! `kind: Database` — the document (issue 9's contract) and its defaults.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -37,6 +36,10 @@ pub struct DatabaseSpec {
     pub maintenance: Option<Maintenance>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<Backup>,
+    /// How often the slower statistics are read (top statements, largest tables, dead tuples).
+    /// Default: `5m`.
+    #[serde(default = "five_minutes")]
+    pub stats_interval: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
@@ -93,6 +96,13 @@ pub struct Maintenance {
     /// `REINDEX ... CONCURRENTLY` on its own calendar. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reindex: Option<Calendar>,
+    /// `lock_timeout` of each maintenance statement: a table locked by the application is
+    /// skipped rather than waited for. Default: `5s`.
+    #[serde(default = "five_seconds")]
+    pub lock_timeout: Duration,
+    /// `statement_timeout` of each maintenance statement. Default: `1h`.
+    #[serde(default = "one_hour")]
+    pub statement_timeout: Duration,
 }
 
 /// `VACUUM (ANALYZE)` of each table over both thresholds.
@@ -230,6 +240,12 @@ fn utc() -> String {
 fn thirty_seconds() -> Duration {
     Duration::from_secs(30)
 }
+fn five_seconds() -> Duration {
+    Duration::from_secs(5)
+}
+fn one_hour() -> Duration {
+    Duration::from_secs(3600)
+}
 fn five_minutes() -> Duration {
     Duration::from_secs(300)
 }
@@ -250,4 +266,18 @@ fn four() -> u32 {
 }
 fn twelve() -> u32 {
     12
+}
+
+/// A validated Database document and where it came from.
+#[derive(Clone, Debug)]
+pub struct DatabaseEntry {
+    pub metadata: Metadata,
+    pub spec: DatabaseSpec,
+    pub source: steward_spec::Source,
+}
+
+impl DatabaseEntry {
+    pub fn name(&self) -> &str {
+        self.metadata.name.value.as_str()
+    }
 }

@@ -181,3 +181,70 @@ pub fn validate_database(ctx: &DocCtx, text: &str, d: &DatabaseDocument, errors:
         }
     }
 }
+
+/// Database names are unique.
+pub fn check_unique(databases: &[crate::spec::DatabaseEntry], errors: &mut Vec<SpecError>) {
+    let mut seen: std::collections::HashMap<&str, &crate::spec::DatabaseEntry> = Default::default();
+    for d in databases {
+        if let Some(first) = seen.insert(d.name(), d) {
+            errors.push(SpecError {
+                file: d.source.file.clone(),
+                line: d.source.line,
+                column: d.metadata.name.referenced.column(),
+                field: "metadata.name".into(),
+                message: format!(
+                    "duplicate Database name {:?} (first defined at {}:{})",
+                    d.name(),
+                    first.source.file.display(),
+                    first.source.line
+                ),
+            });
+        }
+    }
+}
+
+/// A Service's `gates[].database` and `backupBefore` name a Database of this desired state;
+/// `backupBefore` needs that Database to declare `backup` (its directory).
+pub fn check_references(
+    services: &[steward_spec::ServiceEntry],
+    databases: &[crate::spec::DatabaseEntry],
+    errors: &mut Vec<SpecError>,
+) {
+    let find = |n: &str| databases.iter().find(|d| d.name() == n);
+    for s in services {
+        let err = |at: &serde_saphyr::Spanned<steward_spec::ResourceName>, field: String, message: String| SpecError {
+            file: s.source.file.clone(),
+            line: at.referenced.line() + s.source.line_offset,
+            column: at.referenced.column(),
+            field,
+            message,
+        };
+        for (i, g) in s.spec.gates.iter().enumerate() {
+            if find(g.database.value.as_str()).is_none() {
+                errors.push(err(
+                    &g.database,
+                    format!("spec.gates[{i}].database"),
+                    format!("no Database named {:?} in this desired state", g.database.value.as_str()),
+                ));
+            }
+        }
+        if let Some(b) = &s.spec.backup_before {
+            match find(b.value.as_str()) {
+                None => errors.push(err(
+                    b,
+                    "spec.backupBefore".into(),
+                    format!("no Database named {:?} in this desired state", b.value.as_str()),
+                )),
+                Some(d) if d.spec.backup.is_none() => errors.push(err(
+                    b,
+                    "spec.backupBefore".into(),
+                    format!(
+                        "Database {:?} declares no spec.backup (its directory): add one to back it up before a deploy",
+                        b.value.as_str()
+                    ),
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+}

@@ -156,6 +156,16 @@ impl CronSchedule {
         &self.expr
     }
 
+    /// The calendar day `t` falls on in the schedule's time zone.
+    pub fn local_date(&self, t: OffsetDateTime) -> Option<time::Date> {
+        use chrono::Datelike;
+        let d = DateTime::<Utc>::from_timestamp(t.unix_timestamp(), 0)?
+            .with_timezone(&self.tz)
+            .date_naive();
+        let month = time::Month::try_from(d.month() as u8).ok()?;
+        time::Date::from_calendar_date(d.year(), month, d.day() as u8).ok()
+    }
+
     pub fn time_zone(&self) -> &str {
         &self.time_zone
     }

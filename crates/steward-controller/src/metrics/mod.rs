@@ -20,7 +20,9 @@ use steward_plan::status::{ConditionStatus, ResourceStatus};
 
 use crate::pass::PassOutcome;
 
+mod database;
 mod schedule;
+pub use database::DatabaseMetrics;
 pub use schedule::ScheduleMetrics;
 
 /// The `Content-Type` of [`Metrics::encode`]'s output (OpenMetrics text, which Prometheus
@@ -99,6 +101,7 @@ pub struct Metrics {
     /// earlier process.
     created_ms: i64,
     pub schedules: ScheduleMetrics,
+    pub databases: DatabaseMetrics,
 }
 
 /// Identity and phase of a rollout: a new desired state is a new rollout even when the
@@ -188,8 +191,10 @@ impl Metrics {
             last_sync.clone(),
         );
         let schedules = ScheduleMetrics::register(&mut registry);
+        let databases = DatabaseMetrics::register(&mut registry);
         Arc::new(Metrics {
             schedules,
+            databases,
             registry,
             reconciles,
             reconcile_duration,

@@ -79,6 +79,7 @@ impl Controller {
         services: &[ObservedService],
         mut active: Option<Rollout>,
         now_ms: i64,
+        gated: bool,
     ) -> Advanced {
         let hash = desired_hash(desired);
         let mut failed = Vec::new();
@@ -99,7 +100,13 @@ impl Controller {
             }
         }
 
-        if let Some(change) = stack::change_rollout(desired, &hash, active.as_ref(), &last_good, now_ms) {
+        // A deploy gate that holds keeps a new rollout from beginning; one in force goes on.
+        let change = if gated {
+            None
+        } else {
+            stack::change_rollout(desired, &hash, active.as_ref(), &last_good, now_ms)
+        };
+        if let Some(change) = change {
             if let Some(ev) = &change.superseded {
                 self.emit_event(ev);
             }
@@ -136,7 +143,13 @@ impl Controller {
                 failed,
             };
         }
-        let gathered = self.gatherer.gather(&self.swarm, &r, desired, now_ms).await;
+        let mut gathered = self.gatherer.gather(&self.swarm, &r, desired, now_ms).await;
+        for j in r.jobs.iter().filter(|j| !j.done && j.started_ms.is_some()) {
+            if let Some(db) = &j.backup_of {
+                let obs = self.predeploy_backup_state(db, &j.swarm_name).await;
+                gathered.jobs.insert(j.swarm_name.clone(), obs);
+            }
+        }
         let obs = rollout::Observations {
             now_ms,
             services: services
@@ -171,7 +184,19 @@ impl Controller {
                 );
             }
         }
-        for name in &out.remove_jobs {
+        for (db, key) in &out.start_backups {
+            if !self.may_write() {
+                break;
+            }
+            if !self.start_predeploy_backup(db, key) {
+                self.emit(
+                    Reason::PreDeployStartFailed,
+                    &ObjectRef::database(db),
+                    format!("cannot start the backupBefore backup of Database/{db}"),
+                );
+            }
+        }
+        for name in out.remove_jobs.iter().filter(|n| !rollout::is_backup_key(n)) {
             if !self.may_write() {
                 break;
             }

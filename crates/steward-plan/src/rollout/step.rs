@@ -285,7 +285,11 @@ fn step_jobs(r: &mut Rollout, desired: &Desired, obs: &Observations, out: &mut S
     let j = r.jobs[idx].clone();
     let d = desired.services.iter().find(|d| d.name == j.service);
     let def = d.and_then(|d| d.rollout.pre_deploy.iter().find(|x| x.name.as_str() == j.job));
-    let timeout_ms = def.map_or(300_000, |x| x.timeout.get().as_millis() as i64);
+    // A backup is bounded by the PreDeploy phase's progress deadline alone: its size decides.
+    let timeout_ms = match &j.backup_of {
+        Some(_) => i64::MAX,
+        None => def.map_or(300_000, |x| x.timeout.get().as_millis() as i64),
+    };
     let fail = |r: &mut Rollout, out: &mut StepOutput, cause: String, logs: &str| {
         out.remove_jobs.push(j.swarm_name.clone());
         out.events.push(RolloutEvent {
@@ -301,6 +305,16 @@ fn step_jobs(r: &mut Rollout, desired: &Desired, obs: &Observations, out: &mut S
         );
     };
     match obs.jobs.get(&j.swarm_name).cloned().unwrap_or(JobObs::Missing) {
+        JobObs::Missing if j.started_ms.is_none() && j.backup_of.is_some() => {
+            let db = j.backup_of.clone().unwrap_or_default();
+            out.start_backups.push((db.clone(), j.swarm_name.clone()));
+            r.jobs[idx].started_ms = Some(now);
+            out.events.push(RolloutEvent {
+                reason: Reason::PreDeployStarted,
+                object: ObjectRef::service(&j.service),
+                message: format!("backup of Database/{db} started (backupBefore)"),
+            });
+        }
         JobObs::Missing if j.started_ms.is_none() => {
             let Some(d) = d else { return };
             let def = def.cloned();

@@ -1,0 +1,158 @@
+//! Deploy gates and `backupBefore`: what the Stack pass asks of the Databases.
+//!
+//! A gate is checked only where a rollout would begin: a rollout already running is never
+//! aborted by one. A rollout is stack-wide, so a gate that holds keeps every changed service of
+//! that generation waiting, each with the measured reason.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use steward_core::ObjectRef;
+use steward_database::backup::BackupTrigger;
+use steward_database::status::gate_hold;
+use steward_database::Task;
+use steward_plan::plan::Hold;
+use steward_plan::rollout::{JobObs, Rollout};
+use steward_plan::Desired;
+use steward_plan::status::EventType;
+use steward_schedule::run::Trigger;
+use steward_store::Claim;
+use time::OffsetDateTime;
+
+use super::{finish_run, new_run, InFlight, TaskContext};
+use crate::pass::Controller;
+
+/// An observation older than this is read again before a gate is judged on it.
+const GATE_FRESHNESS: time::Duration = time::Duration::seconds(2);
+
+impl Controller {
+    /// Holds for the services a new rollout would carry, when a gate of one of them is closed;
+    /// empty when the rollout may begin (or none would).
+    pub(crate) async fn database_gates(
+        &mut self,
+        desired: &Desired,
+        desired_hash: &str,
+        active: Option<&Rollout>,
+    ) -> BTreeMap<String, Hold> {
+        if active.is_some_and(|r| r.desired_hash == desired_hash) {
+            return BTreeMap::new();
+        }
+        let last_good = self.store.last_good().unwrap_or_default();
+        let changed: Vec<&steward_plan::DesiredService> = desired
+            .services
+            .iter()
+            .filter(|d| last_good.get(&d.name).is_none_or(|r| r.spec_hash != d.spec_hash))
+            .collect();
+        let mut reasons: Vec<(String, String)> = Vec::new();
+        for d in &changed {
+            for (db_name, max_ms) in &d.rollout.gates {
+                let Some(db) = self.databases.iter().find(|x| &x.name == db_name).cloned() else {
+                    reasons.push((d.name.clone(), format!("Database/{db_name}: not in the desired state")));
+                    continue;
+                };
+                let fresh = self
+                    .db_runtime
+                    .get(db_name)
+                    .and_then(|rt| rt.last.as_ref())
+                    .filter(|o| OffsetDateTime::now_utc() - o.at < GATE_FRESHNESS)
+                    .cloned();
+                let obs = match fresh {
+                    Some(o) => o,
+                    None => self.observe_database(&db, false).await,
+                };
+                let limit = max_ms.map_or(db.lag_limit(), |ms| Duration::from_millis(ms.max(0) as u64));
+                if let Some(why) = gate_hold(db_name, Some(&obs), limit) {
+                    reasons.push((d.name.clone(), why));
+                }
+            }
+        }
+        let mut holds = BTreeMap::new();
+        if reasons.is_empty() {
+            for (svc, why) in std::mem::take(&mut self.gate_held) {
+                self.event(
+                    EventType::Normal,
+                    "GateOpened",
+                    &ObjectRef::service(&svc).to_string(),
+                    format!("deploy gate open (it held: {why})"),
+                );
+            }
+            return holds;
+        }
+        let summary = reasons
+            .iter()
+            .map(|(svc, why)| format!("{svc}: {why}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        for d in &changed {
+            let what = match reasons.iter().find(|(s, _)| s == &d.name) {
+                Some((_, why)) => why.clone(),
+                None => format!("the rollout's deploy gates ({summary})"),
+            };
+            if !self.gate_held.contains_key(&d.name) {
+                self.event(
+                    EventType::Warning,
+                    "WaitingOn",
+                    &ObjectRef::service(&d.name).to_string(),
+                    format!("rollout of generation {} held by a deploy gate: {what}", desired.generation),
+                );
+                self.gate_held.insert(d.name.clone(), what.clone());
+            }
+            holds.insert(d.name.clone(), Hold::WaitingOn { what });
+        }
+        holds
+    }
+
+    /// Starts the PreDeploy backup `key` of `database` (a rollout's job record); false when it
+    /// could not be started.
+    pub(crate) fn start_predeploy_backup(&mut self, database: &str, key: &str) -> bool {
+        let Some(db) = self.databases.iter().find(|d| d.name == database).cloned() else {
+            return false;
+        };
+        let now = OffsetDateTime::now_utc();
+        let run = new_run(&db.name, Task::Backup, now, Trigger::Manual, now);
+        let run = match self.store.claim_run(&run, false) {
+            Ok(Claim::Inserted(id)) => steward_schedule::run::Run { id, ..run },
+            _ => return false,
+        };
+        let rt = self.db_runtime.entry(db.name.clone()).or_default();
+        let ctx = TaskContext {
+            trigger: BackupTrigger::PreDeploy,
+            now,
+            hold: rt.hold.clone(),
+            window_closes: None,
+        };
+        let store = self.store.clone();
+        let handle = tokio::task::spawn_blocking(move || super::execute(Task::Backup, &db, &store, &ctx));
+        self.predeploy_backups.insert(key.to_string(), InFlight { run, handle });
+        true
+    }
+
+    /// The state of a rollout's PreDeploy backup, as the state machine reads a job's.
+    pub(crate) async fn predeploy_backup_state(&mut self, database: &str, key: &str) -> JobObs {
+        let Some(f) = self.predeploy_backups.get(key) else {
+            // Not ours (a restarted controller): it cannot be waited for.
+            return JobObs::Failed {
+                reason: format!("the backup of Database/{database} was interrupted (controller restarted)"),
+                logs: String::new(),
+            };
+        };
+        if !f.handle.is_finished() {
+            return JobObs::Running;
+        }
+        let f = self.predeploy_backups.remove(key).expect("present");
+        let out = f.handle.await.unwrap_or_else(|e| super::TaskOutcome {
+            ok: false,
+            message: format!("backup stopped: {e}"),
+            ..Default::default()
+        });
+        finish_run(&self.store, database, f.run, &out);
+        if out.ok {
+            JobObs::Succeeded { logs: out.message }
+        } else {
+            JobObs::Failed {
+                reason: out.message,
+                logs: out.logs,
+            }
+        }
+    }
+}

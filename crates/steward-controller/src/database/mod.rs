@@ -1,0 +1,428 @@
+//! The Database reconciler: each reconcile observes every server (cheap queries on kept
+//! connections), the slower statistics on their interval, writes the conditions and the one-view
+//! report as status, records events when a condition changes, and starts the Database's
+//! calendared tasks (backup, restore test, archive, vacuum, reindex) as runs of the scheduler.
+//! The deciding is `steward_database`'s; the Stack pass asks [`Controller::database_gates`]
+//! before it begins a rollout.
+
+mod gate;
+pub mod tasks;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use steward_backends::database::Observer;
+use steward_backends::swarm::error_chain;
+use steward_core::status::{Condition, ConditionStatus, ConditionType, ResourceStatus};
+use steward_core::{ObjectRef, Requeue};
+use steward_database::backup::{Backup, BackupTrigger};
+use steward_database::observe::Observation;
+use steward_database::status::{self, Input};
+use steward_database::{DatabaseState, Task};
+use steward_plan::status::EventType;
+use steward_schedule::run::{Outcome, Run, Trigger};
+use steward_store::{Claim, Store};
+use time::OffsetDateTime;
+
+use crate::pass::Controller;
+pub use tasks::{execute, TaskContext, TaskOutcome};
+
+const KIND: &str = "Database";
+/// How often a Database is observed when nothing else asks: the cheap queries only.
+pub const OBSERVE_INTERVAL: Duration = Duration::from_secs(10);
+/// While a task runs: how soon its end is looked for.
+const TASK_POLL: Duration = Duration::from_secs(1);
+/// An instant missed (the controller was down, the primary unreachable) is still started up to
+/// this long after it.
+const STARTING_DEADLINE: time::Duration = time::Duration::hours(1);
+
+/// A task running on a blocking thread.
+pub(crate) struct InFlight {
+    run: Run,
+    handle: tokio::task::JoinHandle<TaskOutcome>,
+}
+
+/// What the controller keeps of one Database between reconciles.
+#[derive(Default)]
+pub(crate) struct Runtime {
+    /// Connections kept across reconciles; `None` while an observation holds them.
+    observer: Option<Observer>,
+    pub(crate) last: Option<Observation>,
+    in_flight: BTreeMap<Task, InFlight>,
+    /// Set while vacuum and reindex must stop between tables.
+    hold: Arc<AtomicBool>,
+}
+
+/// What one reconcile of a Database did.
+#[derive(Debug)]
+pub struct DbReconciled {
+    pub requeue: Requeue,
+    pub status: Option<ResourceStatus>,
+    /// Runs that ended in this reconcile, with the task's measured restore time if any.
+    pub finished: Vec<(Task, Run, Option<f64>)>,
+    pub error: Option<String>,
+}
+
+/// The run of `task` as its schedule instant claims it.
+pub fn new_run(db: &str, task: Task, at: OffsetDateTime, trigger: Trigger, now: OffsetDateTime) -> Run {
+    Run {
+        id: 0,
+        schedule: task.run_name(db),
+        scheduled_at: at,
+        trigger,
+        outcome: Outcome::Running,
+        attempt: 1,
+        // Who runs it: a run whose process is gone is failed by the next reconcile.
+        job: Some(format!("pid:{}", std::process::id())),
+        started_at: Some(now),
+        finished_at: None,
+        retry_at: None,
+        exit_code: None,
+        message: format!("{} running", task.as_str()),
+        logs: String::new(),
+    }
+}
+
+/// Ends `run` with `out` (compare-and-set from Running), records its events.
+pub fn finish_run(store: &Store, db: &str, mut run: Run, out: &TaskOutcome) -> Run {
+    run.outcome = if out.ok { Outcome::Succeeded } else { Outcome::Failed };
+    run.finished_at = Some(OffsetDateTime::now_utc());
+    run.message = out.message.clone();
+    run.logs = out.logs.clone();
+    if let Err(e) = store.update_run(Outcome::Running, &run) {
+        tracing::error!(database = db, run = run.id, error = %error_chain(&e), "cannot record a run's end");
+    }
+    let object = ObjectRef::database(db).to_string();
+    for (warning, reason, message) in &out.events {
+        let ev = steward_core::status::NewEvent {
+            type_: if *warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.to_string(),
+            message: message.clone(),
+            object: object.clone(),
+        };
+        if *warning {
+            tracing::warn!(reason, object, "{message}");
+        } else {
+            tracing::info!(reason, object, "{message}");
+        }
+        if let Err(e) = store.record_event(&ev, OffsetDateTime::now_utc()) {
+            tracing::error!(error = %error_chain(&e), "cannot record an event");
+        }
+    }
+    run
+}
+
+/// True when the process a run names (`pid:N`) is gone: its run can never end by itself.
+fn orphaned(run: &Run) -> bool {
+    let Some(pid) = run.job.as_deref().and_then(|j| j.strip_prefix("pid:")) else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else { return false };
+    pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+impl Controller {
+    /// Content of each Database of the desired state in force, by name: a new or changed one is
+    /// reconciled at once.
+    pub fn database_hashes(&self) -> BTreeMap<String, String> {
+        self.databases
+            .iter()
+            .map(|d| (d.name.clone(), format!("{:?}", d.spec)))
+            .collect()
+    }
+
+    /// The Databases of the desired state in force.
+    pub fn databases(&self) -> &[DatabaseState] {
+        &self.databases
+    }
+
+    /// Observes `db` now on its kept connections (a blocking thread), refreshing the slower
+    /// statistics when `want_stats`.
+    pub(crate) async fn observe_database(&mut self, db: &DatabaseState, want_stats: bool) -> Observation {
+        let rt = self.db_runtime.entry(db.name.clone()).or_default();
+        let observer = rt.observer.take().unwrap_or_default();
+        let stats = rt.last.as_ref().and_then(|o| o.stats.clone());
+        let d = db.clone();
+        let now = OffsetDateTime::now_utc();
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut observer = observer;
+            let o = observer.observe(&d, stats, want_stats, now);
+            (observer, o)
+        })
+        .await;
+        let rt = self.db_runtime.entry(db.name.clone()).or_default();
+        let obs = match joined {
+            Ok((observer, o)) => {
+                rt.observer = Some(observer);
+                o
+            }
+            Err(e) => Observation {
+                at: now,
+                primary_server: DatabaseState::server_of(&db.spec.primary),
+                primary: Err(format!("observer thread failed: {e}")),
+                replicas: vec![],
+                stats: None,
+            },
+        };
+        rt.last = Some(obs.clone());
+        obs
+    }
+
+    /// Reconciles the Database `name`; `None` when it left the desired state (its status is
+    /// forgotten; its backups and their records stay).
+    pub async fn reconcile_database(&mut self, name: &str) -> Option<DbReconciled> {
+        let Some(db) = self.databases.iter().find(|d| d.name == name).cloned() else {
+            if let Err(e) = self.store.remove_status(KIND, name) {
+                tracing::warn!(database = name, error = %error_chain(&e), "cannot forget a removed database's status");
+            }
+            self.db_runtime.remove(name);
+            return None;
+        };
+        let mut finished = self.collect_finished(&db).await;
+        let now = OffsetDateTime::now_utc();
+        let window_open = window_open(&db, now);
+        let stats_due = self
+            .db_runtime
+            .get(name)
+            .and_then(|rt| rt.last.as_ref())
+            .and_then(|o| o.stats.as_ref())
+            .is_none_or(|s| now - s.at >= time::Duration::try_from(db.spec.stats_interval.get()).unwrap_or(time::Duration::MAX));
+        // Inside the maintenance window the dead tuples are what is acted on: read them fresh.
+        let obs = self.observe_database(&db, stats_due || window_open).await;
+        let backups = self.store.backups(Some(name)).map_err(|e| error_chain(&e));
+        let input = Input {
+            db: &db,
+            obs: &obs,
+            backups: backups.as_ref().map(|b| b.as_slice()).map_err(|e| e.clone()),
+            now,
+        };
+        let decided = status::conditions(&input);
+        let mut report = serde_json::to_value(status::report(&input)).unwrap_or_default();
+        if let Some(obj) = report.as_object_mut() {
+            if let Ok(b) = &backups {
+                obj.insert("lastBackupSuccess".into(), last_time(b, |_| true).into());
+                obj.insert(
+                    "lastRestoreTestSuccess".into(),
+                    last_restore_success(b).map(steward_core::rfc3339).into(),
+                );
+            }
+            let active: Vec<String> = self
+                .db_runtime
+                .get(name)
+                .map(|rt| rt.in_flight.keys().map(|t| t.as_str().to_string()).collect())
+                .unwrap_or_default();
+            obj.insert("running".into(), active.into());
+        }
+        let primary_known = obs.primary.is_ok();
+        let rollout_active = self.load_rollout().is_some_and(|r| !r.phase.is_terminal());
+        let lag_ok = status::gate_hold(name, Some(&obs), db.lag_limit()).is_none();
+        let hold = rollout_active || !lag_ok;
+        if let Some(rt) = self.db_runtime.get(name) {
+            rt.hold.store(hold, Ordering::SeqCst);
+        }
+        let mut error = None;
+        if primary_known && self.may_write() {
+            if let Err(e) = self.start_due(&db, &obs, now, hold).await {
+                error = Some(e);
+            }
+        }
+        let status = self.record_database_status(&db, decided, report);
+        // A run that ended right away (nothing to vacuum) is reported now.
+        finished.extend(self.collect_finished(&db).await);
+        let requeue = self.database_requeue(&db, now);
+        Some(DbReconciled {
+            requeue,
+            status,
+            finished,
+            error,
+        })
+    }
+
+    fn database_requeue(&self, db: &DatabaseState, now: OffsetDateTime) -> Requeue {
+        if self.db_runtime.get(&db.name).is_some_and(|rt| !rt.in_flight.is_empty()) {
+            return Requeue::After(TASK_POLL);
+        }
+        let mut r = Requeue::After(OBSERVE_INTERVAL);
+        for t in Task::ALL {
+            if let Some(next) = db.calendar(t).and_then(|c| c.next_after(now)) {
+                r = r.min(Requeue::At(next), now);
+            }
+        }
+        r
+    }
+
+    /// Runs that finished on their threads: recorded, their events emitted.
+    async fn collect_finished(&mut self, db: &DatabaseState) -> Vec<(Task, Run, Option<f64>)> {
+        let Some(rt) = self.db_runtime.get_mut(&db.name) else {
+            return vec![];
+        };
+        let done: Vec<Task> = rt
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.handle.is_finished())
+            .map(|(t, _)| *t)
+            .collect();
+        let mut out = Vec::new();
+        for t in done {
+            let f = rt.in_flight.remove(&t).expect("listed above");
+            let outcome = f.handle.await.unwrap_or_else(|e| TaskOutcome {
+                ok: false,
+                message: format!("{} stopped: {e}", t.as_str()),
+                ..Default::default()
+            });
+            let run = finish_run(&self.store, &db.name, f.run, &outcome);
+            out.push((t, run, outcome.restore_seconds));
+        }
+        out
+    }
+
+    /// Claims and starts each task whose latest instant is due. Holds: vacuum only inside the
+    /// window, vacuum and reindex never during a rollout or while a replica lags.
+    async fn start_due(&mut self, db: &DatabaseState, obs: &Observation, now: OffsetDateTime, hold: bool) -> Result<(), String> {
+        for task in Task::ALL {
+            let Some(cal) = db.calendar(task) else { continue };
+            if self.db_runtime.get(&db.name).is_some_and(|rt| rt.in_flight.contains_key(&task)) {
+                continue;
+            }
+            let (instants, _) = cal.between(now - STARTING_DEADLINE, now, 1);
+            let Some(at) = instants.last().copied() else { continue };
+            let mut window_closes = None;
+            match task {
+                Task::Vacuum => {
+                    let Some(m) = &db.spec.maintenance else { continue };
+                    let Some(v) = &m.vacuum else { continue };
+                    let Some(end) = steward_database::maintenance::window_closes(cal, m.window.duration.get(), now) else {
+                        continue;
+                    };
+                    let due = obs
+                        .stats
+                        .as_ref()
+                        .is_some_and(|s| s.tables.iter().any(|t| steward_database::maintenance::needs_vacuum(&t.stats(), v)));
+                    if hold || !due {
+                        continue;
+                    }
+                    window_closes = Some(end);
+                }
+                Task::Reindex if hold => continue,
+                _ => {}
+            }
+            let trigger = if at < self.started { Trigger::CatchUp } else { Trigger::Schedule };
+            let run = new_run(&db.name, task, at, trigger, now);
+            let run = match self.store.claim_run(&run, true).map_err(|e| error_chain(&e))? {
+                Claim::Inserted(id) => Run { id, ..run },
+                Claim::Exists(_) => continue,
+                Claim::Busy(active) => {
+                    if orphaned(&active) {
+                        let out = TaskOutcome {
+                            ok: false,
+                            message: "the process running it ended before it finished".into(),
+                            ..Default::default()
+                        };
+                        finish_run(&self.store, &db.name, active, &out);
+                    }
+                    continue;
+                }
+            };
+            self.spawn_task(db, task, run, BackupTrigger::Schedule, window_closes);
+        }
+        Ok(())
+    }
+
+    fn spawn_task(
+        &mut self,
+        db: &DatabaseState,
+        task: Task,
+        run: Run,
+        trigger: BackupTrigger,
+        window_closes: Option<OffsetDateTime>,
+    ) {
+        let rt = self.db_runtime.entry(db.name.clone()).or_default();
+        let ctx = TaskContext {
+            trigger,
+            now: OffsetDateTime::now_utc(),
+            hold: rt.hold.clone(),
+            window_closes,
+        };
+        let store = self.store.clone();
+        let d = db.clone();
+        tracing::info!(database = %db.name, task = task.as_str(), run = run.id, "starting");
+        let handle = tokio::task::spawn_blocking(move || execute(task, &d, &store, &ctx));
+        rt.in_flight.insert(task, InFlight { run, handle });
+    }
+
+    fn record_database_status(
+        &self,
+        db: &DatabaseState,
+        decided: Vec<status::Decided>,
+        report: serde_json::Value,
+    ) -> Option<ResourceStatus> {
+        let now = OffsetDateTime::now_utc();
+        let before = self.store.status(KIND, &db.name).ok().flatten();
+        let object = ObjectRef::database(&db.name).to_string();
+        let mut conditions = Vec::new();
+        for (type_, st, reason, message) in decided {
+            let prev = before.as_ref().and_then(|b| b.condition(type_));
+            let changed = prev.is_none_or(|p| p.status != st || p.reason != reason);
+            let bad = match type_ {
+                ConditionType::MaintenanceDue => false,
+                _ => st != ConditionStatus::True,
+            };
+            if changed && (prev.is_some() || bad) {
+                let type_ev = if bad { EventType::Warning } else { EventType::Normal };
+                self.event(type_ev, reason, &object, format!("{} {}: {message}", type_.as_str(), st.as_str()));
+            }
+            conditions.push(Condition {
+                type_,
+                status: st,
+                reason: reason.to_string(),
+                message,
+                last_transition_time: prev.filter(|p| p.status == st).map_or(now, |p| p.last_transition_time),
+                observed_generation: self.generation,
+            });
+        }
+        let status = ResourceStatus {
+            kind: KIND.into(),
+            name: db.name.clone(),
+            conditions,
+            desired_replicas: None,
+            running_replicas: None,
+            image: None,
+            observed_generation: self.generation,
+            last_reconcile: now,
+            applied_revision: None,
+            attempted_revision: None,
+            details: Some(report),
+        };
+        if let Err(e) = self.store.put_status(&status) {
+            tracing::error!(database = %db.name, error = %error_chain(&e), "cannot record status");
+        }
+        Some(status)
+    }
+}
+
+fn window_open(db: &DatabaseState, now: OffsetDateTime) -> bool {
+    match (&db.window, &db.spec.maintenance) {
+        (Some(w), Some(m)) => steward_database::maintenance::window_closes(w, m.window.duration.get(), now).is_some(),
+        _ => false,
+    }
+}
+
+fn last_time(backups: &[Backup], f: impl Fn(&Backup) -> bool) -> Option<String> {
+    backups
+        .iter()
+        .filter(|b| f(b))
+        .map(|b| b.taken_at)
+        .max()
+        .map(steward_core::rfc3339)
+}
+
+fn last_restore_success(backups: &[Backup]) -> Option<OffsetDateTime> {
+    backups
+        .iter()
+        .filter_map(|b| b.restore.as_ref())
+        .filter(|r| r.passed)
+        .map(|r| r.at)
+        .max()
+}

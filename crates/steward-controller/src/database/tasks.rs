@@ -1,0 +1,375 @@
+//! Carrying out a Database's tasks: backup (then retention), restore test, archive, vacuum and
+//! reindex. Blocking (child processes, the PostgreSQL client, files): the controller runs them
+//! on a blocking thread, `steward backup` and `steward restore-test` in their own process. Each
+//! records what it did in the store itself, so a result is never lost with the process that
+//! waited for it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use steward_backends::database::connect;
+use steward_backends::pg_backup::{self, RestoreTarget};
+use steward_backends::pg_maintenance;
+use steward_backends::swarm::error_chain;
+use steward_database::backup::{Backup, BackupTrigger, RestoreResult};
+use steward_database::maintenance::needs_vacuum;
+use steward_database::retention;
+use steward_database::{DatabaseState, Task};
+use steward_store::Store;
+use time::OffsetDateTime;
+
+/// An event a task wants recorded: (warning?, reason, message).
+pub type TaskEvent = (bool, &'static str, String);
+
+/// What a task did.
+#[derive(Clone, Debug, Default)]
+pub struct TaskOutcome {
+    pub ok: bool,
+    /// One line for the run's message.
+    pub message: String,
+    /// The run's log: one line per step.
+    pub logs: String,
+    pub events: Vec<TaskEvent>,
+    /// Measured restore time, for the metric.
+    pub restore_seconds: Option<f64>,
+}
+
+impl TaskOutcome {
+    fn failed(reason: &'static str, message: String) -> Self {
+        TaskOutcome {
+            ok: false,
+            logs: message.clone(),
+            events: vec![(true, reason, message.clone())],
+            message,
+            restore_seconds: None,
+        }
+    }
+}
+
+/// What a task needs besides the Database.
+#[derive(Clone, Debug)]
+pub struct TaskContext {
+    pub trigger: BackupTrigger,
+    pub now: OffsetDateTime,
+    /// Vacuum stops between tables once this is set (a rollout began, a replica lags).
+    pub hold: Arc<AtomicBool>,
+    /// Vacuum starts no table after this instant (the window closes).
+    pub window_closes: Option<OffsetDateTime>,
+}
+
+/// The file name of a backup taken at `at`: `<database>-<YYYYmmddTHHMMSSZ>.dump`.
+pub fn backup_file_name(database: &str, at: OffsetDateTime) -> String {
+    let f = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    format!("{database}-{}.dump", at.format(&f).unwrap_or_default())
+}
+
+/// Runs `task` now. Never panics on a backend failure: the outcome says what failed.
+pub fn execute(task: Task, db: &DatabaseState, store: &Store, ctx: &TaskContext) -> TaskOutcome {
+    match task {
+        Task::Backup => backup(db, store, ctx),
+        Task::RestoreTest => restore_test(db, store, ctx),
+        Task::Archive => archive(db, store),
+        Task::Vacuum => vacuum(db, ctx),
+        Task::Reindex => reindex(db),
+    }
+}
+
+fn local_date(db: &DatabaseState, at: OffsetDateTime) -> time::Date {
+    db.backup
+        .as_ref()
+        .and_then(|c| c.local_date(at))
+        .unwrap_or(at.date())
+}
+
+fn backup(db: &DatabaseState, store: &Store, ctx: &TaskContext) -> TaskOutcome {
+    let Some(spec) = &db.spec.backup else {
+        return TaskOutcome::failed("BackupFailed", "no spec.backup declared".into());
+    };
+    let dir = PathBuf::from(&spec.directory);
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        return TaskOutcome::failed(
+            "BackupFailed",
+            format!("cannot create the backup directory {}: {e}", dir.display()),
+        );
+    }
+    let name = backup_file_name(&db.name, ctx.now);
+    let file = match pg_backup::take_backup(&db.spec.primary, db.password.as_deref(), &dir, &name) {
+        Ok(f) => f,
+        Err(e) => return TaskOutcome::failed("BackupFailed", format!("backup to {} failed: {}", dir.display(), error_chain(&e))),
+    };
+    let record = Backup {
+        id: 0,
+        database: db.name.clone(),
+        file: file.path.display().to_string(),
+        taken_at: ctx.now,
+        local_date: local_date(db, ctx.now),
+        size_bytes: file.size_bytes,
+        sha256: file.sha256.clone(),
+        duration_seconds: file.duration_seconds,
+        trigger: ctx.trigger,
+        restore: None,
+        archived_to: None,
+        deleted_at: None,
+    };
+    let mut out = TaskOutcome {
+        ok: true,
+        message: format!(
+            "backup {} written: {} bytes in {:.1}s, sha256 {}",
+            record.file,
+            record.size_bytes,
+            record.duration_seconds,
+            &record.sha256[..record.sha256.len().min(12)]
+        ),
+        ..Default::default()
+    };
+    if let Err(e) = store.add_backup(&record) {
+        // The file is complete but unrecorded: retention will never count or delete it.
+        return TaskOutcome::failed(
+            "BackupFailed",
+            format!("backup {} written but not recorded: {}", record.file, error_chain(&e)),
+        );
+    }
+    out.logs = out.message.clone();
+    out.events.push((false, "BackupSucceeded", out.message.clone()));
+    apply_retention(db, store, &mut out);
+    out
+}
+
+/// Deletes the backups retention does not keep: only files steward recorded, never the newest
+/// verified one, nothing at all when the list cannot be read.
+pub fn apply_retention(db: &DatabaseState, store: &Store, out: &mut TaskOutcome) {
+    let Some(spec) = &db.spec.backup else { return };
+    let all = match store.backups(Some(&db.name)) {
+        Ok(b) => b,
+        Err(e) => {
+            out.logs.push_str(&format!("\nretention skipped: the backups could not be listed: {}", error_chain(&e)));
+            return;
+        }
+    };
+    let live: Vec<&Backup> = all.iter().filter(|b| b.deleted_at.is_none()).collect();
+    let records: Vec<retention::BackupRecord> = live.iter().map(|b| b.retention_record()).collect();
+    let decision = retention::decide(&records, &spec.retention);
+    for id in decision.delete {
+        let Some(b) = live.iter().find(|b| b.id as u64 == id) else { continue };
+        let path = Path::new(&b.file);
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                out.logs.push_str(&format!("\ncannot delete {}: {e}", b.file));
+                continue;
+            }
+        }
+        if let Err(e) = store.mark_backup_deleted(b.id, OffsetDateTime::now_utc()) {
+            out.logs.push_str(&format!("\ndeleted {} but cannot record it: {}", b.file, error_chain(&e)));
+            continue;
+        }
+        let msg = format!("backup {} deleted by retention ({:?})", b.file, spec.retention);
+        out.logs.push_str(&format!("\n{msg}"));
+        out.events.push((false, "BackupPruned", msg));
+    }
+}
+
+fn restore_test(db: &DatabaseState, store: &Store, ctx: &TaskContext) -> TaskOutcome {
+    let Some(spec) = db.spec.backup.as_ref().and_then(|b| b.restore_test.as_ref()) else {
+        return TaskOutcome::failed("RestoreTestFailed", "no spec.backup.restoreTest declared".into());
+    };
+    let newest = match store.backups(Some(&db.name)) {
+        Ok(b) => b.into_iter().filter(|b| b.deleted_at.is_none()).max_by_key(|b| (b.taken_at, b.id)),
+        Err(e) => {
+            return TaskOutcome::failed(
+                "RestoreTestFailed",
+                format!("the backups could not be listed: {}", error_chain(&e)),
+            )
+        }
+    };
+    let Some(b) = newest else {
+        return TaskOutcome::failed("RestoreTestFailed", "no backup to restore yet".into());
+    };
+    let target = match &spec.target {
+        Some(url) => RestoreTarget::Server {
+            url: url.clone(),
+            password: db.password.clone(),
+        },
+        None => RestoreTarget::Throwaway,
+    };
+    let mut r: RestoreResult = pg_backup::restore_test(Path::new(&b.file), &b.sha256, &target, &spec.checks);
+    r.at = ctx.now.max(r.at);
+    if let Err(e) = store.set_backup_restore(b.id, &r) {
+        return TaskOutcome::failed(
+            "RestoreTestFailed",
+            format!("restore test of {} done but not recorded: {}", b.file, error_chain(&e)),
+        );
+    }
+    let checks: Vec<String> = r
+        .checks
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}: {} ({})",
+                if c.passed { "PASS" } else { "FAIL" },
+                c.query,
+                c.value.as_deref().unwrap_or("-"),
+                if c.message.is_empty() { c.expect.as_str() } else { c.message.as_str() }
+            )
+        })
+        .collect();
+    let message = if r.passed {
+        format!(
+            "restore test of {} passed on {} in {:.1}s ({} checks)",
+            b.file,
+            r.target,
+            r.restore_seconds,
+            r.checks.len()
+        )
+    } else {
+        format!("restore test of {} failed on {}: {}", b.file, r.target, r.message)
+    };
+    TaskOutcome {
+        ok: r.passed,
+        logs: std::iter::once(message.clone()).chain(checks).collect::<Vec<_>>().join("\n"),
+        events: vec![(
+            !r.passed,
+            if r.passed { "RestoreTestPassed" } else { "RestoreTestFailed" },
+            message.clone(),
+        )],
+        message,
+        restore_seconds: Some(r.restore_seconds),
+    }
+}
+
+fn archive(db: &DatabaseState, store: &Store) -> TaskOutcome {
+    let Some(spec) = db.spec.backup.as_ref().and_then(|b| b.archive.as_ref()) else {
+        return TaskOutcome::failed("ArchiveFailed", "no spec.backup.archive declared".into());
+    };
+    let all = match store.backups(Some(&db.name)) {
+        Ok(b) => b,
+        Err(e) => return TaskOutcome::failed("ArchiveFailed", format!("the backups could not be listed: {}", error_chain(&e))),
+    };
+    let Some(b) = all
+        .into_iter()
+        .filter(|b| b.deleted_at.is_none() && b.verified())
+        .max_by_key(|b| (b.taken_at, b.id))
+    else {
+        return TaskOutcome::failed("ArchiveFailed", "no verified backup to archive".into());
+    };
+    let dir = PathBuf::from(&spec.directory);
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        return TaskOutcome::failed("ArchiveFailed", format!("cannot create {}: {e}", dir.display()));
+    }
+    match pg_backup::archive_copy(Path::new(&b.file), &b.sha256, &dir) {
+        Ok(path) => {
+            let path = path.display().to_string();
+            if let Err(e) = store.set_backup_archived(b.id, &path) {
+                return TaskOutcome::failed("ArchiveFailed", format!("archived to {path} but not recorded: {}", error_chain(&e)));
+            }
+            let message = format!("{} archived to {path}, checksum verified", b.file);
+            TaskOutcome {
+                ok: true,
+                logs: message.clone(),
+                events: vec![(false, "Archived", message.clone())],
+                message,
+                restore_seconds: None,
+            }
+        }
+        Err(e) => TaskOutcome::failed("ArchiveFailed", format!("archive of {} failed: {}", b.file, error_chain(&e))),
+    }
+}
+
+fn vacuum(db: &DatabaseState, ctx: &TaskContext) -> TaskOutcome {
+    let Some(m) = &db.spec.maintenance else {
+        return TaskOutcome::failed("VacuumFailed", "no spec.maintenance declared".into());
+    };
+    let Some(v) = &m.vacuum else {
+        return TaskOutcome::failed("VacuumFailed", "no spec.maintenance.vacuum declared".into());
+    };
+    let (mut c, _) = match connect(&db.spec.primary, db.password.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return TaskOutcome::failed("VacuumFailed", error_chain(&e)),
+    };
+    let mut out = TaskOutcome {
+        ok: true,
+        ..Default::default()
+    };
+    let mut done: Vec<String> = Vec::new();
+    let mut skipped: Vec<String> = Vec::new();
+    let mut left = 0usize;
+    loop {
+        let tables = match pg_maintenance::table_stats(&mut c) {
+            Ok(t) => t,
+            Err(e) => {
+                out.ok = false;
+                out.logs.push_str(&format!("cannot read table statistics: {}\n", error_chain(&e)));
+                break;
+            }
+        };
+        let mut over: Vec<_> = tables
+            .into_iter()
+            .filter(|t| needs_vacuum(t, v) && !done.contains(&t.name) && !skipped.contains(&t.name))
+            .collect();
+        over.sort_by(|a, b| b.dead.cmp(&a.dead).then(a.name.cmp(&b.name)));
+        let Some(t) = over.first().cloned() else { break };
+        if ctx.window_closes.is_some_and(|end| OffsetDateTime::now_utc() >= end) {
+            left = over.len();
+            out.logs.push_str("the window closed: the rest waits for the next window\n");
+            break;
+        }
+        if ctx.hold.load(Ordering::SeqCst) {
+            left = over.len();
+            out.logs.push_str("held (a rollout began or a replica lags): the rest waits\n");
+            break;
+        }
+        match pg_maintenance::vacuum_table(&mut c, &t.name, m.lock_timeout.get(), m.statement_timeout.get()) {
+            Ok(r) => {
+                let msg = format!(
+                    "VACUUM (ANALYZE) {}: dead tuples {} -> {} in {:.2}s",
+                    r.table, r.dead_before, r.dead_after, r.duration_seconds
+                );
+                out.logs.push_str(&msg);
+                out.logs.push('\n');
+                out.events.push((false, "Vacuumed", msg));
+                done.push(t.name.clone());
+            }
+            Err(e) => {
+                let msg = format!("VACUUM (ANALYZE) {} failed: {}", t.name, error_chain(&e));
+                out.logs.push_str(&msg);
+                out.logs.push('\n');
+                out.events.push((true, "VacuumFailed", msg));
+                out.ok = false;
+                skipped.push(t.name.clone());
+            }
+        }
+    }
+    out.message = match (done.len(), left) {
+        (0, 0) if out.ok => "no table over the vacuum thresholds".into(),
+        (n, 0) => format!("{n} table(s) vacuumed{}", if skipped.is_empty() { String::new() } else { format!(", {} failed", skipped.len()) }),
+        (n, l) => format!("{n} table(s) vacuumed, {l} left for the next window"),
+    };
+    out
+}
+
+fn reindex(db: &DatabaseState) -> TaskOutcome {
+    let (mut c, _) = match connect(&db.spec.primary, db.password.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return TaskOutcome::failed("ReindexFailed", error_chain(&e)),
+    };
+    let timeout = db
+        .spec
+        .maintenance
+        .as_ref()
+        .map_or(std::time::Duration::from_secs(3600), |m| m.statement_timeout.get());
+    match pg_maintenance::reindex_concurrently(&mut c, timeout) {
+        Ok(r) => {
+            let message = format!("REINDEX ... CONCURRENTLY done: {r}");
+            TaskOutcome {
+                ok: true,
+                logs: message.clone(),
+                events: vec![(false, "Reindexed", message.clone())],
+                message,
+                restore_seconds: None,
+            }
+        }
+        Err(e) => TaskOutcome::failed("ReindexFailed", format!("REINDEX failed: {}", error_chain(&e))),
+    }
+}
