@@ -13,6 +13,7 @@
 //! copy to the archive) and, measured on a 2-core machine with ~200 MB in four tables, no
 //! worthwhile gain from `-j 2` (see the module's tests and the issue for the figures).
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::hash::BuildHasher;
 use std::io::{self, Read, Write};
@@ -828,7 +829,7 @@ impl Scratch<'_> {
             );
             c.batch_execute(&sql)
         })()
-        .map_err(|e| e.to_string());
+        .map_err(|e| chain(&e));
         self.dropped = Some(r.clone());
         r
     }
@@ -890,7 +891,7 @@ pub fn restore_test(file: &Path, expected_sha256: &str, target: &RestoreTarget, 
                     password: password.clone(),
                 }
             }
-            Err(e) => return failed(at, label, e.to_string()),
+            Err(e) => return failed(at, label, chain(&e)),
         },
     };
     let mut scratch = Scratch {
@@ -927,7 +928,7 @@ fn restore_into(
         return failed(
             at,
             label,
-            format!("cannot create the scratch database: {}", one_line(&e.to_string())),
+            format!("cannot create the scratch database: {}", chain(&e)),
         );
     }
     scratch.created = true;
@@ -945,7 +946,7 @@ fn restore_into(
     let restored = run_bounded(&mut cmd, "pg_restore", None, place.password());
     let restore_seconds = started.elapsed().as_secs_f64();
     if let Err(e) = restored {
-        let mut r = failed(at, label, one_line(&e.to_string()));
+        let mut r = failed(at, label, chain(&e));
         r.restore_seconds = restore_seconds;
         return r;
     }
@@ -958,7 +959,7 @@ fn restore_into(
     }) {
         Ok(mut c) => checks.iter().map(|ch| run_check(&mut c, ch)).collect(),
         Err(e) => {
-            let msg = format!("cannot connect to the scratch database: {}", one_line(&e.to_string()));
+            let msg = format!("cannot connect to the scratch database: {}", chain(&e));
             checks
                 .iter()
                 .map(|ch| CheckResult {
@@ -993,6 +994,17 @@ fn restore_into(
     }
 }
 
+/// An error and its sources on one line (a client error's `db error` alone says nothing).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s = format!("{s}: {c}");
+        cur = c.source();
+    }
+    one_line(&s)
+}
+
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
@@ -1021,7 +1033,7 @@ fn run_check(c: &mut Client, ch: &Check) -> CheckResult {
 
 /// The single value of a query, as text.
 fn check_value(c: &mut Client, query: &str) -> Result<String, String> {
-    let msgs = c.simple_query(query).map_err(|e| one_line(&e.to_string()))?;
+    let msgs = c.simple_query(query).map_err(|e| chain(&e))?;
     let rows: Vec<_> = msgs
         .iter()
         .filter_map(|m| match m {

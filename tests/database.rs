@@ -1,0 +1,338 @@
+//! The Database kind end to end, against the project's real PostgreSQL primary and streaming
+//! replica (scripts/ensure-postgres-replica.sh, 127.0.0.1:15433 and 15434) and the real Swarm:
+//! lag created for real holds a rollout and releases it; an unreachable replica is not "0 s
+//! behind"; backup then restore test passes with a measured RTO; a corrupted backup fails its
+//! restore test; a stopped primary is Unknown and nothing acts; a bloated table is vacuumed in
+//! the window.
+
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use steward_e2e::*;
+
+const PRIMARY_PORT: u16 = 15433;
+const REPLICA_PORT: u16 = 15434;
+/// Tests that pause replay on the shared replica run one at a time.
+static REPLICA: Mutex<()> = Mutex::new(());
+
+fn psql(port: u16, db: &str, sql: &str) -> Result<String, String> {
+    let o = Command::new("psql")
+        .args(["-X", "-qAt", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+        .args(["-p", &port.to_string(), "-d", db, "-c", sql])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if o.status.success() {
+        Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&o.stderr).to_string())
+    }
+}
+
+/// A database of our own on the primary (replicated to the replica), dropped after.
+struct TestDb {
+    name: String,
+}
+
+impl TestDb {
+    fn create(test: &str) -> Option<TestDb> {
+        let ok = psql(PRIMARY_PORT, "postgres", "SELECT 1").is_ok() && psql(REPLICA_PORT, "postgres", "SELECT 1").is_ok();
+        if !ok {
+            assert!(
+                std::env::var("STEWARD_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "{test}: needs the primary and replica of scripts/ensure-postgres-replica.sh"
+            );
+            eprintln!("SKIPPED {test}: run scripts/ensure-postgres-replica.sh");
+            return None;
+        }
+        let name = format!(
+            "steward_dbe2e_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+                % 1_000_000
+        );
+        psql(PRIMARY_PORT, "postgres", &format!("CREATE DATABASE {name}")).unwrap();
+        psql(
+            PRIMARY_PORT,
+            &name,
+            "CREATE TABLE vehicles_vehicule (id bigserial PRIMARY KEY, plate text NOT NULL); \
+             INSERT INTO vehicles_vehicule (plate) SELECT 'TAA-' || g FROM generate_series(1, 2000) g",
+        )
+        .unwrap();
+        Some(TestDb { name })
+    }
+
+    fn url(&self, port: u16) -> String {
+        format!("postgres://postgres@127.0.0.1:{port}/{}", self.name)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = psql(
+            PRIMARY_PORT,
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+/// Resumes replay on the replica whatever the test did.
+struct ResumeReplay;
+impl Drop for ResumeReplay {
+    fn drop(&mut self) {
+        let _ = psql(REPLICA_PORT, "postgres", "SELECT pg_wal_replay_resume()");
+    }
+}
+
+fn database_doc(name: &str, primary: &str, replica: &str, backup_dir: &str, extra: &str) -> String {
+    format!(
+        "---\napiVersion: steward.io/v1alpha1\nkind: Database\nmetadata:\n  name: {name}\nspec:\n  primary: {primary}\n  replicas:\n    - {replica}\n  thresholds:\n    replicationLag: 30s\n  backup:\n    schedule: \"0 2 * * *\"\n    directory: {backup_dir}\n    restoreTest:\n      schedule: \"0 1 * * 0\"\n      checks:\n        - {{query: \"SELECT count(*) FROM vehicles_vehicule\", expect: \"> 0\"}}\n{extra}"
+    )
+}
+
+fn details(w: &World, name: &str) -> Option<serde_json::Value> {
+    let s = w.status_json();
+    s["items"]
+        .as_array()?
+        .iter()
+        .find(|i| i["kind"] == "Database" && i["name"] == name)
+        .map(|i| i["details"].clone())
+}
+
+fn backups_json(w: &World, db: &str) -> Vec<serde_json::Value> {
+    let o = w.steward(&["backups", db, "-o", "json", "--path", w.manifests().to_str().unwrap()]);
+    ok(&o);
+    serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap().as_array().unwrap().clone()
+}
+
+#[test]
+fn backup_then_restore_test_passes_with_a_measured_rto_and_a_corrupted_file_fails() {
+    let Some(db) = TestDb::create("backup_then_restore_test") else { return };
+    let w = World::new("dbbackup");
+    let dir = w.dir.path().join("backups");
+    w.write(
+        "db.yaml",
+        &database_doc("db", &db.url(PRIMARY_PORT), &db.url(REPLICA_PORT), dir.to_str().unwrap(), ""),
+    );
+    let m = w.manifests();
+    let m = m.to_str().unwrap();
+    let o = w.steward(&["backup", "db", "--path", m]);
+    ok(&o);
+    let list = backups_json(&w, "db");
+    assert_eq!(list.len(), 1, "{list:?}");
+    let file = list[0]["file"].as_str().unwrap().to_string();
+    assert!(file.starts_with(dir.to_str().unwrap()), "{file}");
+    let sum = Command::new("sha256sum").arg(&file).output().unwrap();
+    let sum = String::from_utf8_lossy(&sum.stdout).split_whitespace().next().unwrap().to_string();
+    assert_eq!(list[0]["sha256"].as_str(), Some(sum.as_str()), "recorded checksum is the file's");
+    assert!(list[0]["sizeBytes"].as_u64().unwrap() > 0);
+    assert_eq!(list[0]["verified"], false);
+    // Nothing but the completed file in the directory: no partial left behind.
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+
+    let o = w.steward(&["restore-test", "db", "--path", m]);
+    ok(&o);
+    let list = backups_json(&w, "db");
+    assert_eq!(list[0]["verified"], true, "{list:?}");
+    let rt = &list[0]["restoreTest"];
+    assert!(rt["restoreSeconds"].as_f64().unwrap() > 0.0, "{rt}");
+    assert_eq!(rt["checks"][0]["value"], "2000", "{rt}");
+    assert_eq!(rt["target"], "throwaway local server", "{rt}");
+    // The runs are the scheduler's: listed by `steward runs`.
+    let runs = w.steward(&["runs", "-o", "json"]);
+    let runs: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
+    let names: Vec<&str> = runs.as_array().unwrap().iter().filter_map(|r| r["schedule"].as_str()).collect();
+    assert!(names.contains(&"db/backup") && names.contains(&"db/restore-test"), "{names:?}");
+
+    // Corrupt the file: the next restore test fails and says why; BackupHealthy turns False.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let (mid, len) = (bytes.len() / 2, bytes.len());
+    for b in &mut bytes[mid..(mid + 64).min(len)] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&file, &bytes).unwrap();
+    let o = w.steward(&["restore-test", "db", "--path", m]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("checksum"), "{}", stdout(&o));
+    let list = backups_json(&w, "db");
+    assert_eq!(list[0]["verified"], false, "{list:?}");
+    let mut w = w;
+    w.write("stack.yaml", &w.stack_doc(false));
+    w.spawn_run(&[]);
+    let c = wait_for("BackupHealthy False", Duration::from_secs(60), || {
+        w.condition("Database", "db", "BackupHealthy").filter(|c| c.0 == "False")
+    });
+    assert_eq!(c.1, "RestoreTestFailed");
+    let warned = w
+        .events_json()
+        .iter()
+        .any(|e| e["reason"] == "RestoreTestFailed" && e["type"] == "Warning");
+    assert!(warned, "a Warning event says the restore test failed");
+}
+
+#[test]
+fn lag_holds_a_rollout_and_replay_resuming_releases_it() {
+    if !require_swarm("lag_holds_a_rollout") {
+        return;
+    }
+    let Some(db) = TestDb::create("lag_holds_a_rollout") else { return };
+    let _serial = REPLICA.lock().unwrap_or_else(|e| e.into_inner());
+    let _resume = ResumeReplay;
+    let mut w = World::new("dbgate");
+    let svc = w.svc("web");
+    let dir = w.dir.path().join("backups");
+    let db_doc = database_doc("gatedb", &db.url(PRIMARY_PORT), &db.url(REPLICA_PORT), dir.to_str().unwrap(), "");
+    let gates = "  gates:\n    - {database: gatedb, maxReplicationLag: 5s}\n  backupBefore: gatedb\n";
+    let write = |w: &World, image: &str| {
+        w.write(
+            "m.yaml",
+            &format!("{}{}{db_doc}", w.stack_doc(false), w.service_doc("web", image, 1, gates)),
+        );
+    };
+    write(&w, "taxcollector-demo:v1");
+    w.spawn_run(&[]);
+    wait_for("v1 running", Duration::from_secs(90), || {
+        image(&svc).filter(|i| i.contains("v1")).and(running(&svc)).filter(|(r, d)| r == d && *d == 1)
+    });
+    // The first deploy took its backupBefore backup.
+    let list = backups_json(&w, "gatedb");
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["trigger"], "PreDeploy");
+
+    // Lag for real: replay paused on the replica while the primary writes.
+    psql(REPLICA_PORT, "postgres", "SELECT pg_wal_replay_pause()").unwrap();
+    psql(
+        PRIMARY_PORT,
+        &db.name,
+        "INSERT INTO vehicles_vehicule (plate) SELECT 'LAG-' || g FROM generate_series(1, 5000) g",
+    )
+    .unwrap();
+    wait_for("ReplicationHealthy False", Duration::from_secs(60), || {
+        w.condition("Database", "gatedb", "ReplicationHealthy").filter(|c| c.0 == "False")
+    });
+    write(&w, "taxcollector-demo:v2");
+    let ev = wait_for("a WaitingOn event naming the Database", Duration::from_secs(60), || {
+        w.events_json()
+            .into_iter()
+            .find(|e| e["reason"] == "WaitingOn" && e["object"] == format!("Service/{svc}"))
+    });
+    let msg = ev["message"].as_str().unwrap();
+    assert!(msg.contains("Database/gatedb") && msg.contains("127.0.0.1:15434"), "{msg}");
+    // Held: the image stays v1 while the gate is closed.
+    for _ in 0..5 {
+        assert!(image(&svc).unwrap().contains("v1"), "the rollout must not start while the gate holds");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    psql(REPLICA_PORT, "postgres", "SELECT pg_wal_replay_resume()").unwrap();
+    wait_for("v2 after replay resumed", Duration::from_secs(120), || {
+        image(&svc).filter(|i| i.contains("v2"))
+    });
+    let opened = w.events_json().iter().any(|e| e["reason"] == "GateOpened");
+    assert!(opened, "the gate's opening is an event");
+}
+
+#[test]
+fn an_unreachable_replica_and_a_stopped_primary_are_unknown_and_nothing_acts() {
+    let Some(db) = TestDb::create("unreachable") else { return };
+    let mut w = World::new("dbdown");
+    let dead = free_port();
+    let dir = w.dir.path().join("backups");
+    // The replica URL answers nothing (a stopped replica): never "0 s behind".
+    w.write(
+        "db.yaml",
+        &format!(
+            "{}{}",
+            w.stack_doc(false),
+            database_doc("half", &db.url(PRIMARY_PORT), &format!("postgres://postgres@127.0.0.1:{dead}/x"), dir.to_str().unwrap(), "")
+        ),
+    );
+    // A stopped primary, with a backup due every minute: nothing may start.
+    let dir2 = w.dir.path().join("backups2");
+    w.write(
+        "down.yaml",
+        &database_doc(
+            "down",
+            &format!("postgres://postgres@127.0.0.1:{dead}/x"),
+            &db.url(REPLICA_PORT),
+            dir2.to_str().unwrap(),
+            "",
+        )
+        .replace("\"0 2 * * *\"", "\"* * * * *\""),
+    );
+    w.spawn_run(&[]);
+    let c = wait_for("half: ReplicationHealthy", Duration::from_secs(60), || {
+        w.condition("Database", "half", "ReplicationHealthy")
+    });
+    assert_eq!(c.0, "Unknown", "{c:?}");
+    let d = details(&w, "half").unwrap();
+    let lag = &d["replication"][0];
+    assert_eq!(lag["verdict"], "Unknown", "{lag}");
+    assert!(lag["seconds"].is_null(), "an unreachable replica has no lag figure: {lag}");
+    assert_eq!(w.condition("Database", "half", "Ready").unwrap().0, "True");
+
+    let c = wait_for("down: Ready", Duration::from_secs(60), || w.condition("Database", "down", "Ready"));
+    assert_eq!(c, ("Unknown".to_string(), "PrimaryUnreachable".to_string()));
+    // Two reconciles later, still no backup run and no file.
+    std::thread::sleep(Duration::from_secs(1));
+    let runs = w.steward(&["runs", "down/backup", "-o", "json"]);
+    let runs: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
+    assert_eq!(runs.as_array().map(Vec::len), Some(0), "{runs}");
+    assert!(!dir2.exists() || std::fs::read_dir(&dir2).unwrap().next().is_none());
+}
+
+#[test]
+fn a_bloated_table_is_vacuumed_in_the_window_and_its_dead_tuples_drop() {
+    let Some(db) = TestDb::create("vacuum") else { return };
+    psql(
+        PRIMARY_PORT,
+        &db.name,
+        "CREATE TABLE bloat (id int, pad text) WITH (autovacuum_enabled = false); \
+         INSERT INTO bloat SELECT g, repeat('x', 50) FROM generate_series(1, 20000) g; \
+         DELETE FROM bloat WHERE id % 10 <> 0",
+    )
+    .unwrap();
+    let dead = || {
+        psql(
+            PRIMARY_PORT,
+            &db.name,
+            "SELECT pg_stat_force_next_flush(); SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'bloat'",
+        )
+        .ok()
+        .and_then(|s| s.lines().last().and_then(|l| l.trim().parse::<u64>().ok()))
+    };
+    wait_for("dead tuples counted", Duration::from_secs(30), || dead().filter(|d| *d >= 10_000));
+    let mut w = World::new("dbvacuum");
+    let dir = w.dir.path().join("backups");
+    let maint = "  maintenance:\n    window: {schedule: \"* * * * *\", duration: 1h}\n    vacuum: {deadTupleRatio: 0.2, minDeadTuples: 1000}\n";
+    w.write(
+        "db.yaml",
+        &format!(
+            "{}{}",
+            w.stack_doc(false),
+            database_doc("vac", &db.url(PRIMARY_PORT), &db.url(REPLICA_PORT), dir.to_str().unwrap(), maint)
+        ),
+    );
+    w.spawn_run(&[]);
+    let run = wait_for("a vacuum run succeeded", Duration::from_secs(90), || {
+        let o = w.steward(&["runs", "vac/vacuum", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        v.as_array()?.iter().find(|r| r["outcome"] == "Succeeded").cloned()
+    });
+    assert!(run["message"].as_str().unwrap().contains("vacuumed"), "{run}");
+    let after = dead().unwrap();
+    assert!(after < 1000, "dead tuples after the vacuum: {after}");
+    let ev = w
+        .events_json()
+        .into_iter()
+        .find(|e| e["reason"] == "Vacuumed")
+        .expect("a Vacuumed event");
+    assert!(ev["message"].as_str().unwrap().contains("bloat"), "{ev}");
+}
