@@ -2,27 +2,27 @@
 //! the controller runs these on `spawn_blocking`.
 //!
 //! A file only ever appears under its final name complete and flushed: it is written as
-//! `.<name>.partial-<pid>`, fsynced, linked to its name (never overwriting one) and the directory
+//! `.<name>.partial-<pid>`, fsynced, linked to its name (never replacing one) and the directory
 //! fsynced. A process killed mid-way leaves only the `.partial` file, which is never a backup;
-//! [`remove_stale_partials`] removes those whose writer is certainly gone.
+//! [`remove_stale_partials`] removes those whose writer is certainly gone. pg_dump writes into a
+//! pipe of ours (hashed on the way): if steward dies, pg_dump dies of the broken pipe.
 //!
 //! Passwords reach child processes only through their environment (`PGPASSWORD`), never their
-//! arguments, and never appear in errors: a URL carrying one is refused.
+//! arguments, and never appear in errors (a URL carrying one is refused; stderr is masked).
 //!
-//! `-Fc` rather than `--format=directory -j N`: a single file (one checksum, one rename, one
-//! copy to the archive) and, measured on a 2-core machine with ~200 MB in four tables, no
-//! worthwhile gain from `-j 2` (see the module's tests and the issue for the figures).
+//! `-Fc` rather than `--format=directory -j N`: one file (one checksum, one rename, one archive
+//! copy), and `-Fd -j 2` was no worthwhile gain on ~200 MB on the 2-core reference machine.
 
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::hash::BuildHasher;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -52,49 +52,33 @@ const THROWAWAY_PORT: u16 = 5432;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
-    #[error("invalid backup file name {name:?}: {reason}")]
-    InvalidName { name: String, reason: &'static str },
-    #[error("{path} already exists (a backup is never overwritten)")]
-    Exists { path: PathBuf },
-    #[error("{path} is being written by this process already")]
-    Busy { path: PathBuf },
+    /// The name, and what is wrong with it.
+    #[error("invalid backup file name {0:?}: {1}")]
+    InvalidName(String, &'static str),
+    #[error("{0} already exists (a backup is never overwritten)")]
+    Exists(PathBuf),
+    #[error("{0} is being written by this process already")]
+    Busy(PathBuf),
     #[error("the database URL carries a password: pass it separately, never in the URL")]
     PasswordInUrl,
     #[error("invalid database URL")]
     Url(#[source] postgres::Error),
-    #[error("{what} {path}")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot start {program}")]
-    Spawn {
-        program: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{program} failed ({status}): {stderr}")]
-    Failed {
-        program: &'static str,
-        status: String,
-        stderr: String,
-    },
-    #[error("checksum mismatch on {path}: expected {expected}, read {actual}")]
-    ChecksumMismatch {
-        path: PathBuf,
-        expected: String,
-        actual: String,
-    },
+    /// What could not be done, to which file.
+    #[error("{0} {1}")]
+    Io(&'static str, PathBuf, #[source] io::Error),
+    #[error("cannot run {0}")]
+    Spawn(PathBuf, #[source] io::Error),
+    /// The program, how it ended, the tail of its stderr.
+    #[error("{0} failed ({1}): {2}")]
+    Failed(&'static str, String, String),
+    /// The file, the checksum expected, the checksum read.
+    #[error("checksum mismatch on {0}: expected {1}, read {2}")]
+    ChecksumMismatch(PathBuf, String, String),
 }
 
-fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> BackupError + 'a {
-    move |source| BackupError::Io {
-        what,
-        path: path.to_path_buf(),
-        source,
-    }
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> BackupError {
+    let path = path.to_path_buf();
+    move |e| BackupError::Io(what, path, e)
 }
 
 /// A completed backup file.
@@ -105,9 +89,6 @@ pub struct BackupFile {
     pub sha256: String,
     pub duration_seconds: f64,
 }
-
-// ---------------------------------------------------------------------------------------------
-// Programs, child processes
 
 /// `name` from the newest `/usr/lib/postgresql/<version>/bin`, else from `PATH`.
 pub fn pg_program(name: &str) -> PathBuf {
@@ -122,136 +103,104 @@ pub fn pg_program(name: &str) -> PathBuf {
         })
         .collect();
     found.sort();
-    if let Some((_, p)) = found.pop() {
-        return p;
-    }
-    std::env::var_os("PATH")
-        .and_then(|path| std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file()))
-        .unwrap_or_else(|| PathBuf::from(name))
+    found.pop().map(|(_, p)| p).unwrap_or_else(|| {
+        std::env::var_os("PATH")
+            .and_then(|path| std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file()))
+            .unwrap_or_else(|| PathBuf::from(name))
+    })
 }
 
-/// Kills and reaps its child unless it was waited for.
-struct ChildGuard(Option<Child>);
+/// A child process whose stderr is read on a thread of its own (a full pipe never blocks it),
+/// keeping the tail; killed and reaped on drop unless it was waited for.
+struct Proc {
+    program: &'static str,
+    child: Option<Child>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+}
 
-impl ChildGuard {
-    fn child(&mut self) -> &mut Child {
-        self.0.as_mut().expect("child present until waited")
+impl Proc {
+    fn spawn(cmd: &mut Command, program: &'static str) -> Result<Proc, BackupError> {
+        let program_path = PathBuf::from(cmd.get_program());
+        let spawned = cmd.stdin(Stdio::null()).stderr(Stdio::piped()).spawn();
+        let mut child = spawned.map_err(|e| BackupError::Spawn(program_path, e))?;
+        let mut err = child.stderr.take().expect("piped stderr");
+        let stderr = std::thread::spawn(move || {
+            let (mut kept, mut buf) = (Vec::new(), [0u8; 4096]);
+            while let Ok(n @ 1..) = err.read(&mut buf) {
+                kept.extend_from_slice(&buf[..n]);
+                if kept.len() > 2 * STDERR_KEEP {
+                    kept.drain(..kept.len() - STDERR_KEEP);
+                }
+            }
+            kept
+        });
+        let (child, stderr) = (Some(child), Some(stderr));
+        Ok(Proc { program, child, stderr })
     }
-    fn wait(&mut self) -> io::Result<ExitStatus> {
-        let status = self.child().wait()?;
-        self.0 = None;
-        Ok(status)
-    }
-    /// Waits at most `timeout` (unbounded without one), then kills: `None` when it had to be killed.
-    fn wait_bounded(&mut self, timeout: Option<Duration>) -> io::Result<Option<ExitStatus>> {
-        let Some(timeout) = timeout else {
-            return self.wait().map(Some);
+
+    /// Waits (at most `timeout`, then kills it); an error with its stderr tail unless it succeeded.
+    fn finish(&mut self, timeout: Option<Duration>, password: Option<&str>) -> Result<(), BackupError> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut c = self.child.take().expect("spawned");
+        let status = loop {
+            match c.try_wait() {
+                Ok(Some(s)) => break Some(s),
+                Ok(None) if deadline.is_none_or(|d| Instant::now() < d) => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                _ => break None,
+            }
         };
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.child().try_wait()? {
-                self.0 = None;
-                return Ok(Some(s));
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child().kill();
-                let _ = self.wait();
-                return Ok(None);
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if status.is_none() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        match status {
+            Some(s) if s.success() => Ok(()),
+            _ => Err(BackupError::Failed(
+                self.program,
+                describe(status, timeout),
+                self.tail(password),
+            )),
+        }
+    }
+
+    /// The last lines of its stderr on one line, any password masked.
+    fn tail(&mut self, password: Option<&str>) -> String {
+        let bytes = self.stderr.take().and_then(|h| h.join().ok()).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let mut s = lines[lines.len().saturating_sub(5)..].join(" / ");
+        if let Some(p) = password.filter(|p| !p.is_empty()) {
+            s = s.replace(p, "***");
+        }
+        let chars = s.chars().count();
+        if chars > 1000 {
+            s = format!("…{}", s.chars().skip(chars - 1000).collect::<String>());
+        }
+        if s.is_empty() {
+            "(no output)".into()
+        } else {
+            s
         }
     }
 }
 
-impl Drop for ChildGuard {
+impl Drop for Proc {
     fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
+        if let Some(c) = self.child.as_mut() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 }
 
-/// Reads a child's stderr on a thread of its own (so that a full pipe never blocks it), keeping
-/// the last `STDERR_KEEP` bytes.
-fn stderr_reader(child: &mut Child) -> Option<JoinHandle<Vec<u8>>> {
-    let mut err = child.stderr.take()?;
-    Some(std::thread::spawn(move || {
-        let mut kept = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = err.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            kept.extend_from_slice(&buf[..n]);
-            if kept.len() > 2 * STDERR_KEEP {
-                kept.drain(..kept.len() - STDERR_KEEP);
-            }
-        }
-        kept
-    }))
-}
-
-/// The last lines of a child's stderr on one line, any password masked.
-fn tail(reader: Option<JoinHandle<Vec<u8>>>, password: Option<&str>) -> String {
-    let bytes = reader.and_then(|h| h.join().ok()).unwrap_or_default();
-    let text = String::from_utf8_lossy(&bytes);
-    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let mut s = lines[lines.len().saturating_sub(5)..].join(" / ");
-    if let Some(p) = password.filter(|p| !p.is_empty()) {
-        s = s.replace(p, "***");
-    }
-    if s.len() > 1000 {
-        let mut cut = s.len() - 1000;
-        while !s.is_char_boundary(cut) {
-            cut += 1;
-        }
-        s = format!("…{}", &s[cut..]);
-    }
-    if s.is_empty() {
-        "(no output)".to_string()
-    } else {
-        s
-    }
-}
-
 fn describe(status: Option<ExitStatus>, timeout: Option<Duration>) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match status {
+    match status.map(|s| (s, s.code(), s.signal())) {
         None => format!("no exit within {} s, killed", timeout.unwrap_or_default().as_secs()),
-        Some(s) => match (s.code(), s.signal()) {
-            (Some(c), _) => format!("exit status {c}"),
-            (None, Some(sig)) => format!("killed by signal {sig}"),
-            _ => s.to_string(),
-        },
-    }
-}
-
-/// Runs a command to completion within `timeout`: its stderr tail when it did not succeed.
-fn run_bounded(
-    cmd: &mut Command,
-    program: &'static str,
-    timeout: Option<Duration>,
-    password: Option<&str>,
-) -> Result<(), BackupError> {
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-    let path = PathBuf::from(cmd.get_program());
-    let mut child = ChildGuard(Some(
-        cmd.spawn()
-            .map_err(|source| BackupError::Spawn { program: path, source })?,
-    ));
-    let reader = stderr_reader(child.child());
-    let status = child.wait_bounded(timeout).map_err(|source| BackupError::Spawn {
-        program: PathBuf::from(program),
-        source,
-    })?;
-    match status {
-        Some(s) if s.success() => Ok(()),
-        _ => Err(BackupError::Failed {
-            program,
-            status: describe(status, timeout),
-            stderr: tail(reader, password),
-        }),
+        Some((_, Some(c), _)) => format!("exit status {c}"),
+        Some((_, None, Some(sig))) => format!("killed by signal {sig}"),
+        Some((s, ..)) => s.to_string(),
     }
 }
 
@@ -273,102 +222,94 @@ fn parse_url(url: &str) -> Result<Config, BackupError> {
     Ok(cfg)
 }
 
-/// `host:port` of a URL, for `RestoreResult::target` and messages.
+/// `host:port` of a URL, for `RestoreResult::target`.
 fn server_of(cfg: &Config) -> String {
     let host = cfg.get_hosts().first().map_or("localhost".to_string(), |h| match h {
         postgres::config::Host::Tcp(h) => h.clone(),
         postgres::config::Host::Unix(p) => p.display().to_string(),
     });
-    let port = cfg.get_ports().first().copied().unwrap_or(5432);
-    format!("{host}:{port}")
+    format!("{host}:{}", cfg.get_ports().first().copied().unwrap_or(5432))
 }
 
 /// The same connection string naming database `db` instead (URL or `key=value` form).
 fn with_dbname(url: &str, db: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let (before_q, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let authority = before_q.split_once('/').map_or(before_q, |(a, _)| a);
-        let params: Vec<&str> = query
-            .split('&')
-            .filter(|p| !p.is_empty() && !p.starts_with("dbname="))
-            .collect();
-        let q = if params.is_empty() {
-            String::new()
-        } else {
-            format!("?{}", params.join("&"))
-        };
-        format!("{scheme}://{authority}/{db}{q}")
-    } else {
+    let Some((scheme, rest)) = url.split_once("://") else {
         // libpq: of a repeated keyword, the last one counts.
-        format!("{url} dbname='{db}'")
-    }
+        return format!("{url} dbname='{db}'");
+    };
+    let (before_q, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let authority = before_q.split_once('/').map_or(before_q, |(a, _)| a);
+    let params: String = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("dbname="))
+        .map(|p| format!("&{p}"))
+        .collect();
+    let q = params.replacen('&', "?", 1);
+    format!("{scheme}://{authority}/{db}{q}")
 }
 
 fn random_hex() -> String {
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    let seed = (
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed),
-        std::time::SystemTime::now(),
-    );
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let seed = (std::process::id(), n, std::time::SystemTime::now());
     format!("{:016x}", std::collections::hash_map::RandomState::new().hash_one(seed))
 }
 
-// ---------------------------------------------------------------------------------------------
-// Temporary names
+/// An error and its sources on one line (a client error's `db error` alone says nothing).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let all: Vec<String> = std::iter::successors(Some(e), |e| e.source())
+        .map(|e| e.to_string())
+        .collect();
+    one_line(&all.join(": "))
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
 
 /// The temporary files this process is writing now (a restarted controller often gets the same
 /// PID, e.g. 1 in a container: its predecessor's files are stale although the PID is alive).
-static WRITING: std::sync::LazyLock<Mutex<HashSet<PathBuf>>> = std::sync::LazyLock::new(|| Mutex::new(HashSet::new()));
+static WRITING: LazyLock<Mutex<HashSet<PathBuf>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
+
+fn writing() -> std::sync::MutexGuard<'static, HashSet<PathBuf>> {
+    WRITING.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A file being written under its temporary name: removed on drop unless it became final.
 struct Partial {
     path: PathBuf,
-    keep: bool,
+    done: bool,
 }
 
 impl Partial {
-    /// Claims `.<name>.partial-<pid>` in `dir`; a leftover of a predecessor with our PID is removed.
+    /// Claims `.<name>.partial-<pid>` in `dir` (a predecessor's leftover with our PID is removed).
     fn claim(dir: &Path, name: &str) -> Result<(Partial, File), BackupError> {
         let path = dir.join(format!(".{name}.partial-{}", std::process::id()));
-        if !WRITING.lock().unwrap_or_else(|e| e.into_inner()).insert(path.clone()) {
-            return Err(BackupError::Busy { path });
+        if !writing().insert(path.clone()) {
+            return Err(BackupError::Busy(path));
         }
-        let partial = Partial { path, keep: false };
+        let partial = Partial { path, done: false };
         match fs::remove_file(&partial.path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(io_err("cannot remove stale", &partial.path)(e))
-            }
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err("cannot remove", &partial.path)(e)),
             _ => {}
         }
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&partial.path)
-            .map_err(io_err("cannot create", &partial.path))?;
+        let file = File::create_new(&partial.path).map_err(io_err("cannot create", &partial.path))?;
         Ok((partial, file))
     }
 
     /// Gives it its final name without ever replacing one, and makes that durable.
     fn finish(mut self, dir: &Path, final_path: &Path) -> Result<(), BackupError> {
+        let exists = || BackupError::Exists(final_path.to_path_buf());
         match fs::hard_link(&self.path, final_path) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(BackupError::Exists {
-                    path: final_path.to_path_buf(),
-                })
-            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(exists()),
             // A file system without hard links: check, then rename (racy only against another writer).
-            Err(_) if !final_path.exists() => {
-                fs::rename(&self.path, final_path).map_err(io_err("cannot rename to", final_path))?;
+            Err(_) if final_path.symlink_metadata().is_err() => {
+                fs::rename(&self.path, final_path).map_err(io_err("cannot rename to", final_path))?
             }
-            Err(_) => {
-                return Err(BackupError::Exists {
-                    path: final_path.to_path_buf(),
-                })
-            }
+            Err(_) => return Err(exists()),
         }
-        self.keep = true;
+        self.done = true;
         let _ = fs::remove_file(&self.path);
         File::open(dir)
             .and_then(|d| d.sync_all())
@@ -378,18 +319,17 @@ impl Partial {
 
 impl Drop for Partial {
     fn drop(&mut self) {
-        if !self.keep {
+        if !self.done {
             let _ = fs::remove_file(&self.path);
         }
-        WRITING.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.path);
+        writing().remove(&self.path);
     }
 }
 
 fn partial_pid(name: &str) -> Option<u32> {
     let (head, pid) = name.rsplit_once(".partial-")?;
-    (head.len() > 1 && head.starts_with('.') && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| pid.parse().ok())
-        .flatten()
+    let ok = head.len() > 1 && head.starts_with('.') && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
+    ok.then(|| pid.parse().ok()).flatten()
 }
 
 /// A temporary file of a backup or archive copy being written (or left by a killed writer):
@@ -399,14 +339,14 @@ pub fn is_partial(name: &str) -> bool {
 }
 
 /// Removes the `.partial` files of `dir` whose writer is certainly gone, and returns them: its
-/// PID is not alive, or it is this process's PID and this process is not writing that file
-/// (a restarted controller with its predecessor's PID). A partial whose PID is alive in another
-/// process is kept, even if that PID was reused: deleting a backup being written is the one
-/// unsafe outcome (without `/proc`, every other PID counts as alive). Age is not used: a pg_dump
-/// waiting for a lock writes nothing for as long as it waits.
+/// PID is not alive, or it is this process's PID and this process is not writing that file (a
+/// restarted controller with its predecessor's PID). One whose PID is alive in another process is
+/// kept, even if that PID was reused: deleting a backup being written is the one unsafe outcome
+/// (without `/proc`, every other PID counts as alive). Age is not used: a pg_dump waiting for a
+/// lock writes nothing for as long as it waits.
 pub fn remove_stale_partials(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let me = std::process::id();
-    let proc_ok = Path::new("/proc/self").exists();
+    let have_proc = Path::new("/proc/self").exists();
     let mut removed = Vec::new();
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
@@ -414,15 +354,12 @@ pub fn remove_stale_partials(dir: &Path) -> io::Result<Vec<PathBuf>> {
             continue;
         };
         let path = entry.path();
-        if !entry.file_type()?.is_file() {
-            continue;
-        }
         let stale = if pid == me {
-            !WRITING.lock().unwrap_or_else(|e| e.into_inner()).contains(&path)
+            !writing().contains(&path)
         } else {
-            proc_ok && !Path::new(&format!("/proc/{pid}")).exists()
+            have_proc && !Path::new(&format!("/proc/{pid}")).exists()
         };
-        if stale {
+        if stale && entry.file_type()?.is_file() {
             match fs::remove_file(&path) {
                 Ok(()) => removed.push(path),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -434,29 +371,28 @@ pub fn remove_stale_partials(dir: &Path) -> io::Result<Vec<PathBuf>> {
 }
 
 fn check_name(name: &str) -> Result<(), BackupError> {
-    let reason = if name.is_empty() {
-        "empty"
-    } else if name.contains('/') || name.contains('\0') {
-        "a file name, not a path"
-    } else if name.starts_with('.') {
-        "starts with a dot (temporary and hidden names)"
-    } else {
-        return Ok(());
+    let reason = match name {
+        "" => "empty",
+        _ if name.contains('/') || name.contains('\0') => "a file name, not a path",
+        _ if name.starts_with('.') => "starts with a dot (temporary and hidden names)",
+        _ => return Ok(()),
     };
-    Err(BackupError::InvalidName {
-        name: name.to_string(),
-        reason,
-    })
+    Err(BackupError::InvalidName(name.to_string(), reason))
 }
 
-// ---------------------------------------------------------------------------------------------
-// Checksums, backup, archive
+/// Where `name` will go in `dir`, refused when something is there already.
+fn free_name(dir: &Path, name: &str) -> Result<PathBuf, BackupError> {
+    check_name(name)?;
+    let path = dir.join(name);
+    match path.symlink_metadata() {
+        Ok(_) => Err(BackupError::Exists(path)),
+        Err(_) => Ok(path),
+    }
+}
 
 /// Streams `r` into `w` (if any), returning the hex SHA-256 and the byte count.
 fn hash_copy(r: &mut impl Read, mut w: Option<&mut File>) -> io::Result<(String, u64)> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; BUF];
-    let mut n_total = 0u64;
+    let (mut h, mut buf, mut total) = (Sha256::new(), vec![0u8; BUF], 0u64);
     loop {
         let n = match r.read(&mut buf) {
             Ok(0) => break,
@@ -468,9 +404,9 @@ fn hash_copy(r: &mut impl Read, mut w: Option<&mut File>) -> io::Result<(String,
         if let Some(w) = w.as_deref_mut() {
             w.write_all(&buf[..n])?;
         }
-        n_total += n as u64;
+        total += n as u64;
     }
-    Ok((hex::encode(h.finalize()), n_total))
+    Ok((hex::encode(h.finalize()), total))
 }
 
 /// Hex SHA-256 of a file, streamed.
@@ -482,51 +418,20 @@ pub fn sha256_file(path: &Path) -> io::Result<String> {
 /// written. The final name exists only once the file is complete and durable; on any failure
 /// nothing is left. No time limit: a backup takes as long as the database needs.
 pub fn take_backup(url: &str, password: Option<&str>, dir: &Path, file_name: &str) -> Result<BackupFile, BackupError> {
-    check_name(file_name)?;
+    let final_path = free_name(dir, file_name)?;
     parse_url(url)?;
-    let final_path = dir.join(file_name);
-    if final_path.symlink_metadata().is_ok() {
-        return Err(BackupError::Exists { path: final_path });
-    }
     let started = Instant::now();
     let (partial, mut file) = Partial::claim(dir, file_name)?;
-    let program = pg_program("pg_dump");
-    let mut cmd = Command::new(&program);
-    cmd.args(["--format=custom", "--no-password", "--dbname"])
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut cmd = Command::new(pg_program("pg_dump"));
+    cmd.args(["--format=custom", "--no-password", "--dbname"]).arg(url);
+    cmd.stdout(Stdio::piped());
     libpq_env(&mut cmd, password);
-    let mut child = ChildGuard(Some(
-        cmd.spawn().map_err(|source| BackupError::Spawn { program, source })?,
-    ));
-    let reader = stderr_reader(child.child());
-    let mut out = child.child().stdout.take().expect("piped stdout");
-    let copied = hash_copy(&mut out, Some(&mut file));
+    let mut dump = Proc::spawn(&mut cmd, "pg_dump")?;
+    let mut out = dump.child.as_mut().and_then(|c| c.stdout.take()).expect("piped stdout");
+    // On a write error, dropping `dump` kills pg_dump.
+    let (sha256, size_bytes) = hash_copy(&mut out, Some(&mut file)).map_err(io_err("cannot write", &partial.path))?;
     drop(out);
-    let (sha256, size_bytes) = match copied {
-        Ok(v) => v,
-        Err(source) => {
-            drop(child); // kills pg_dump
-            return Err(BackupError::Io {
-                what: "cannot write",
-                path: partial.path.clone(),
-                source,
-            });
-        }
-    };
-    let status = child.wait().map_err(|source| BackupError::Spawn {
-        program: PathBuf::from("pg_dump"),
-        source,
-    })?;
-    if !status.success() {
-        return Err(BackupError::Failed {
-            program: "pg_dump",
-            status: describe(Some(status), None),
-            stderr: tail(reader, password),
-        });
-    }
+    dump.finish(None, password)?;
     file.sync_all().map_err(io_err("cannot fsync", &partial.path))?;
     drop(file);
     partial.finish(dir, &final_path)?;
@@ -539,46 +444,27 @@ pub fn take_backup(url: &str, password: Option<&str>, dir: &Path, file_name: &st
 }
 
 /// Copies `src` into `dir` under the same name (temporary name, fsync, rename), verifying the
-/// source against `expected_sha256` as it is read and the copy as re-read from `dir`.
+/// source against `expected_sha256` as it is read and the copy as re-read from `dir` before it
+/// gets its name: a copy that does not verify is removed.
 pub fn archive_copy(src: &Path, expected_sha256: &str, dir: &Path) -> Result<PathBuf, BackupError> {
-    let name = src
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| BackupError::InvalidName {
-            name: src.display().to_string(),
-            reason: "no file name",
-        })?;
-    check_name(name)?;
-    let final_path = dir.join(name);
-    if final_path.symlink_metadata().is_ok() {
-        return Err(BackupError::Exists { path: final_path });
-    }
+    let name = src.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let final_path = free_name(dir, name)?;
+    let mismatch = |path: &Path, actual| BackupError::ChecksumMismatch(path.into(), expected_sha256.into(), actual);
     let (partial, mut file) = Partial::claim(dir, name)?;
     let mut input = File::open(src).map_err(io_err("cannot open", src))?;
     let (read_sha, _) = hash_copy(&mut input, Some(&mut file)).map_err(io_err("cannot copy", src))?;
     if !read_sha.eq_ignore_ascii_case(expected_sha256) {
-        return Err(BackupError::ChecksumMismatch {
-            path: src.to_path_buf(),
-            expected: expected_sha256.to_string(),
-            actual: read_sha,
-        });
+        return Err(mismatch(src, read_sha));
     }
     file.sync_all().map_err(io_err("cannot fsync", &partial.path))?;
     drop(file);
     let copy_sha = sha256_file(&partial.path).map_err(io_err("cannot re-read", &partial.path))?;
     if !copy_sha.eq_ignore_ascii_case(expected_sha256) {
-        return Err(BackupError::ChecksumMismatch {
-            path: final_path,
-            expected: expected_sha256.to_string(),
-            actual: copy_sha,
-        });
+        return Err(mismatch(&final_path, copy_sha));
     }
     partial.finish(dir, &final_path)?;
     Ok(final_path)
 }
-
-// ---------------------------------------------------------------------------------------------
-// Restore tests
 
 /// Where a restore test restores.
 #[derive(Clone, PartialEq)]
@@ -604,8 +490,7 @@ impl std::fmt::Debug for RestoreTarget {
 
 /// The OS user the server binaries run as: root may not run them (initdb refuses).
 fn server_user() -> Result<Option<(u32, u32)>, String> {
-    let uid = fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
-    if uid != 0 {
+    if fs::metadata("/proc/self").map(|m| m.uid()).ok() != Some(0) {
         return Ok(None);
     }
     let passwd = fs::read_to_string("/etc/passwd").map_err(|e| format!("cannot read /etc/passwd: {e}"))?;
@@ -613,99 +498,70 @@ fn server_user() -> Result<Option<(u32, u32)>, String> {
         .lines()
         .map(|l| l.split(':').collect::<Vec<_>>())
         .find(|f| f.len() > 3 && f[0] == "postgres")
-        .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
-        .map(Some)
-        .ok_or_else(|| "running as root, and there is no `postgres` OS user to run a throwaway server as".to_string())
+        .and_then(|f| Some(Some((f[2].parse().ok()?, f[3].parse().ok()?))))
+        .ok_or_else(|| "running as root, and there is no `postgres` OS user to run a throwaway server as".into())
 }
 
-/// A throwaway server: its directory (data, socket, log) and process; stopped and removed on drop.
+/// A throwaway server: its directory (data, socket, log) and its postmaster, a child of ours;
+/// stopped and removed on drop.
 struct Throwaway {
     dir: PathBuf,
     user: Option<(u32, u32)>,
-    postmaster: ChildGuard,
+    /// The postmaster, a child of ours.
+    pm: Option<Child>,
 }
 
 impl Throwaway {
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(pg_program(program));
-        cmd.env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("LC_ALL", "C")
-            .current_dir(&self.dir);
+        cmd.env_clear().envs([("PATH", "/usr/bin:/bin"), ("LC_ALL", "C")]);
+        cmd.current_dir(&self.dir);
         if let Some((uid, gid)) = self.user {
-            // std drops root's supplementary groups when it changes the uid.
+            // std also drops root's supplementary groups when it changes the uid.
             cmd.uid(uid).gid(gid);
         }
         cmd
     }
 
     fn start() -> Result<Throwaway, String> {
+        use std::os::unix::fs::PermissionsExt;
         let user = server_user()?;
         let dir = std::env::temp_dir().join(format!("{THROWAWAY_PREFIX}{}", random_hex()));
         fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let mut t = Throwaway {
-            dir,
-            user,
-            postmaster: ChildGuard(None),
-        };
-        use std::os::unix::fs::PermissionsExt;
+        let mut t = Throwaway { dir, user, pm: None };
         fs::set_permissions(&t.dir, fs::Permissions::from_mode(0o700))
-            .map_err(|e| format!("cannot chmod the throwaway directory: {e}"))?;
-        if let Some((uid, gid)) = user {
-            std::os::unix::fs::chown(&t.dir, Some(uid), Some(gid))
-                .map_err(|e| format!("cannot chown the throwaway directory: {e}"))?;
-        }
-        run_bounded(
-            t.command("initdb").args([
-                "-D",
-                "data",
-                "-U",
-                THROWAWAY_USER,
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--locale=C",
-                "--no-sync",
-            ]),
-            "initdb",
-            Some(INITDB_TIMEOUT),
-            None,
-        )
-        .map_err(|e| e.to_string())?;
+            .and_then(|()| user.map_or(Ok(()), |(u, g)| std::os::unix::fs::chown(&t.dir, Some(u), Some(g))))
+            .map_err(|e| format!("cannot prepare {}: {e}", t.dir.display()))?;
+        let mut initdb = t.command("initdb");
+        initdb.args("-D data --auth=trust --encoding=UTF8 --locale=C --no-sync -U".split(' '));
+        initdb.arg(THROWAWAY_USER).stdout(Stdio::null());
+        let initdb = Proc::spawn(&mut initdb, "initdb").and_then(|mut p| p.finish(Some(INITDB_TIMEOUT), None));
+        initdb.map_err(|e| chain(&e))?;
         let log_path = t.dir.join("server.log");
         let log = File::create(&log_path).map_err(|e| format!("cannot create the server log: {e}"))?;
-        let log2 = log
-            .try_clone()
-            .map_err(|e| format!("cannot create the server log: {e}"))?;
-        let sock = t.dir.display().to_string();
+        let (sock, port) = (t.dir.display().to_string(), THROWAWAY_PORT.to_string());
         let mut cmd = t.command("postgres");
-        cmd.args(["-D", "data", "-k", &sock, "-p", &THROWAWAY_PORT.to_string()])
-            .args([
-                "-c",
-                "listen_addresses=",
-                "-c",
-                "max_connections=10",
-                "-c",
-                "logging_collector=off",
-            ])
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2);
-        t.postmaster = ChildGuard(Some(cmd.spawn().map_err(|e| format!("cannot start postgres: {e}"))?));
+        // No TCP at all: a unix socket in its own directory.
+        cmd.args(["-D", "data", "-k", &sock, "-p", &port]);
+        cmd.args("-c listen_addresses= -c max_connections=10".split(' '));
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        t.pm = Some(cmd.spawn().map_err(|e| format!("cannot start postgres: {e}"))?);
         let deadline = Instant::now() + READY_TIMEOUT;
+        let log_tail = || {
+            let text = fs::read_to_string(&log_path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            lines[lines.len().saturating_sub(3)..].join(" / ")
+        };
         loop {
-            if t.client("postgres").is_ok() {
+            if t.config("postgres").connect(NoTls).is_ok() {
                 return Ok(t);
             }
-            if let Ok(Some(s)) = t.postmaster.child().try_wait() {
-                t.postmaster.0 = None;
-                return Err(format!("the throwaway server exited ({s}): {}", log_tail(&log_path)));
+            if let Some(Ok(Some(s))) = t.pm.as_mut().map(Child::try_wait) {
+                t.pm = None;
+                return Err(format!("the throwaway server exited ({s}): {}", log_tail()));
             }
             if Instant::now() >= deadline {
-                return Err(format!(
-                    "the throwaway server did not accept connections within {} s: {}",
-                    READY_TIMEOUT.as_secs(),
-                    log_tail(&log_path)
-                ));
+                return Err(format!("the throwaway server did not answer in time: {}", log_tail()));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -713,48 +569,28 @@ impl Throwaway {
 
     fn config(&self, db: &str) -> Config {
         let mut cfg = Config::new();
-        cfg.host_path(&self.dir)
-            .port(THROWAWAY_PORT)
-            .user(THROWAWAY_USER)
-            .dbname(db)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .application_name("steward");
+        cfg.host_path(&self.dir).port(THROWAWAY_PORT);
+        cfg.user(THROWAWAY_USER).dbname(db);
+        cfg.connect_timeout(CONNECT_TIMEOUT).application_name("steward");
         cfg
     }
-
-    fn client(&self, db: &str) -> Result<Client, postgres::Error> {
-        self.config(db).connect(NoTls)
-    }
-
-    fn conninfo(&self, db: &str) -> String {
-        format!(
-            "host='{}' port={THROWAWAY_PORT} user={THROWAWAY_USER} dbname='{db}'",
-            self.dir.display()
-        )
-    }
-}
-
-fn log_tail(path: &Path) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(3)..].join(" / ")
 }
 
 impl Drop for Throwaway {
     fn drop(&mut self) {
-        if self.postmaster.0.is_some() {
-            let stop = run_bounded(
-                self.command("pg_ctl")
-                    .args(["stop", "-D", "data", "-m", "immediate", "-w", "-t", "20"]),
-                "pg_ctl",
-                Some(STOP_TIMEOUT),
-                None,
-            );
-            if let Err(e) = stop {
-                tracing::warn!(error = %e, "pg_ctl stop of the throwaway server failed; killing it");
+        if let Some(mut pm) = self.pm.take() {
+            let mut stop = self.command("pg_ctl");
+            stop.args("stop -D data -m immediate -w -t 20".split(' '));
+            if let Err(e) = Proc::spawn(&mut stop, "pg_ctl").and_then(|mut p| p.finish(Some(STOP_TIMEOUT), None)) {
+                tracing::warn!(error = %chain(&e), "pg_ctl stop of the throwaway server failed; killing it");
             }
-            // Reaped within the bound, else killed.
-            let _ = self.postmaster.wait_bounded(Some(Duration::from_secs(10)));
+            // Reaped within a bound, else killed (its backends exit when they see it gone).
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(pm.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = pm.kill();
+            let _ = pm.wait();
         }
         if let Err(e) = fs::remove_dir_all(&self.dir) {
             tracing::warn!(dir = %self.dir.display(), error = %e, "cannot remove the throwaway server's directory");
@@ -762,37 +598,70 @@ impl Drop for Throwaway {
     }
 }
 
-/// Where the scratch database lives and how to reach it.
-enum Place {
-    Throwaway(Throwaway),
-    Server {
-        cfg: Config,
-        url: String,
-        password: Option<String>,
-    },
+/// Where a restore test runs: how to reach the server (the client, and pg_restore's connection
+/// string without its database), the scratch database once created, and the throwaway server if
+/// any. On drop the scratch database is dropped, then the server stopped and removed.
+struct Place {
+    cfg: Config,
+    conninfo: String,
+    password: Option<String>,
+    scratch: Option<String>,
+    _server: Option<Throwaway>,
 }
 
 impl Place {
-    fn client(&self, db: &str) -> Result<Client, postgres::Error> {
-        match self {
-            Place::Throwaway(t) => t.client(db),
-            Place::Server { cfg, .. } => {
-                let mut cfg = cfg.clone();
-                cfg.dbname(db);
-                cfg.connect(NoTls)
+    fn new(target: &RestoreTarget) -> Result<Place, String> {
+        let (cfg, conninfo, password, server) = match target {
+            RestoreTarget::Throwaway => {
+                let t = Throwaway::start()?;
+                let conninfo = format!("host='{}' port={THROWAWAY_PORT} user={THROWAWAY_USER}", t.dir.display());
+                (t.config("postgres"), conninfo, None, Some(t))
             }
-        }
+            RestoreTarget::Server { url, password } => {
+                let mut cfg = parse_url(url).map_err(|e| chain(&e))?;
+                cfg.connect_timeout(CONNECT_TIMEOUT).application_name("steward");
+                if let Some(p) = password {
+                    cfg.password(p);
+                }
+                (cfg, url.clone(), password.clone(), None)
+            }
+        };
+        Ok(Place {
+            cfg,
+            conninfo,
+            password,
+            scratch: None,
+            _server: server,
+        })
     }
-    fn admin(&self) -> Result<Client, postgres::Error> {
-        match self {
-            Place::Throwaway(t) => t.client("postgres"),
-            Place::Server { cfg, .. } => cfg.connect(NoTls),
+
+    fn client(&self, db: Option<&str>) -> Result<Client, postgres::Error> {
+        let mut cfg = self.cfg.clone();
+        if let Some(db) = db {
+            cfg.dbname(db);
         }
+        cfg.connect(NoTls)
     }
-    fn password(&self) -> Option<&str> {
-        match self {
-            Place::Throwaway(_) => None,
-            Place::Server { password, .. } => password.as_deref(),
+
+    /// Drops the scratch database, if created (every client of it closed by then).
+    fn drop_scratch(&mut self) -> Result<(), String> {
+        let Some(name) = self.scratch.take() else { return Ok(()) };
+        let mut c = self.client(None).map_err(|e| chain(&e))?;
+        let v13 = "SELECT current_setting('server_version_num')::int >= 130000";
+        let force = c.query_one(v13, &[]).is_ok_and(|r| r.get::<_, bool>(0));
+        let sql = format!(
+            "DROP DATABASE IF EXISTS {}{}",
+            quote_ident(&name),
+            if force { " WITH (FORCE)" } else { "" }
+        );
+        c.batch_execute(&sql).map_err(|e| format!("{name}: {}", chain(&e)))
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if let Err(e) = self.drop_scratch() {
+            tracing::warn!(error = %e, "cannot drop the restore test's scratch database");
         }
     }
 }
@@ -801,60 +670,20 @@ fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// Drops the scratch database on drop (after every client of it is closed).
-struct Scratch<'a> {
-    place: &'a Place,
-    name: String,
-    created: bool,
-    dropped: Option<Result<(), String>>,
-}
-
-impl Scratch<'_> {
-    fn drop_now(&mut self) -> Result<(), String> {
-        if !self.created {
-            return Ok(());
-        }
-        if let Some(r) = &self.dropped {
-            return r.clone();
-        }
-        let r = (|| {
-            let mut c = self.place.admin()?;
-            let force = c
-                .query_one("SELECT current_setting('server_version_num')::int >= 130000", &[])?
-                .get::<_, bool>(0);
-            let sql = format!(
-                "DROP DATABASE IF EXISTS {}{}",
-                quote_ident(&self.name),
-                if force { " WITH (FORCE)" } else { "" }
-            );
-            c.batch_execute(&sql)
-        })()
-        .map_err(|e| chain(&e));
-        self.dropped = Some(r.clone());
-        r
-    }
-}
-
-impl Drop for Scratch<'_> {
-    fn drop(&mut self) {
-        if let Err(e) = self.drop_now() {
-            tracing::warn!(database = %self.name, error = %e, "cannot drop the restore test's scratch database");
-        }
-    }
-}
-
-fn failed(at: OffsetDateTime, target: String, message: String) -> RestoreResult {
+fn failed(at: OffsetDateTime, target: &str, message: String) -> RestoreResult {
+    let (restore_seconds, checks, target) = (0.0, Vec::new(), target.to_string());
     RestoreResult {
         at,
         passed: false,
-        restore_seconds: 0.0,
-        checks: Vec::new(),
+        restore_seconds,
+        checks,
         target,
         message,
     }
 }
 
-/// Restores `file` into a fresh scratch database of `target` and runs `checks` there; the
+/// Restores `file` (its SHA-256 verified first) with `pg_restore --no-owner --no-acl
+/// --exit-on-error` into a fresh scratch database of `target` and runs `checks` there; the
 /// scratch database (and a throwaway server) are removed whatever happened. Never panics: a
 /// failure is a result with `passed: false` and a one-line message.
 pub fn restore_test(file: &Path, expected_sha256: &str, target: &RestoreTarget, checks: &[Check]) -> RestoreResult {
@@ -863,165 +692,71 @@ pub fn restore_test(file: &Path, expected_sha256: &str, target: &RestoreTarget, 
         RestoreTarget::Throwaway => THROWAWAY_LABEL.to_string(),
         RestoreTarget::Server { url, .. } => url.parse::<Config>().map_or("?".to_string(), |c| server_of(&c)),
     };
-    match sha256_file(file) {
-        Err(e) => return failed(at, label, format!("cannot read {}: {e}", file.display())),
-        Ok(sha) if !sha.eq_ignore_ascii_case(expected_sha256) => {
-            return failed(
-                at,
-                label,
-                format!("checksum mismatch: recorded {expected_sha256}, file has {sha}"),
-            )
-        }
-        Ok(_) => {}
+    let sha = match sha256_file(file) {
+        Ok(sha) => sha,
+        Err(e) => return failed(at, &label, format!("cannot read {}: {e}", file.display())),
+    };
+    if !sha.eq_ignore_ascii_case(expected_sha256) {
+        let msg = format!("checksum mismatch: recorded {expected_sha256}, file has {sha}");
+        return failed(at, &label, msg);
     }
-    let place = match target {
-        RestoreTarget::Throwaway => match Throwaway::start() {
-            Ok(t) => Place::Throwaway(t),
-            Err(e) => return failed(at, label, e),
-        },
-        RestoreTarget::Server { url, password } => match parse_url(url) {
-            Ok(mut cfg) => {
-                cfg.connect_timeout(CONNECT_TIMEOUT).application_name("steward");
-                if let Some(p) = password {
-                    cfg.password(p);
-                }
-                Place::Server {
-                    cfg,
-                    url: url.clone(),
-                    password: password.clone(),
-                }
-            }
-            Err(e) => return failed(at, label, chain(&e)),
-        },
+    let mut place = match Place::new(target) {
+        Ok(p) => p,
+        Err(e) => return failed(at, &label, e),
     };
-    let mut scratch = Scratch {
-        place: &place,
-        name: format!("{SCRATCH_PREFIX}{}", random_hex()),
-        created: false,
-        dropped: None,
-    };
-    let mut result = restore_into(&mut scratch, at, label, file, checks);
-    if let Err(e) = scratch.drop_now() {
-        result.message = format!(
-            "{}; and the scratch database {} could not be dropped: {e}",
-            result.message, scratch.name
-        );
+    let mut result = failed(at, &label, String::new());
+    restore_into(&mut place, file, checks, &mut result);
+    if let Err(e) = place.drop_scratch() {
+        result.message = format!("{}; and its scratch database could not be dropped: {e}", result.message);
     }
     result
 }
 
-fn restore_into(
-    scratch: &mut Scratch<'_>,
-    at: OffsetDateTime,
-    label: String,
-    file: &Path,
-    checks: &[Check],
-) -> RestoreResult {
-    let place = scratch.place;
-    let created = place.admin().and_then(|mut c| {
-        c.batch_execute(&format!(
-            "CREATE DATABASE {} TEMPLATE template0",
-            quote_ident(&scratch.name)
-        ))
-    });
-    if let Err(e) = created {
-        return failed(
-            at,
-            label,
-            format!("cannot create the scratch database: {}", chain(&e)),
-        );
+/// The restore and its checks, into `r` (a failure until they passed).
+fn restore_into(place: &mut Place, file: &Path, checks: &[Check], r: &mut RestoreResult) {
+    let name = format!("{SCRATCH_PREFIX}{}", random_hex());
+    let create = format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(&name));
+    if let Err(e) = place.client(None).and_then(|mut c| c.batch_execute(&create)) {
+        r.message = format!("cannot create the scratch database: {}", chain(&e));
+        return;
     }
-    scratch.created = true;
-    let conn = match place {
-        Place::Throwaway(t) => t.conninfo(&scratch.name),
-        Place::Server { url, .. } => with_dbname(url, &scratch.name),
-    };
+    place.scratch = Some(name.clone());
     let mut cmd = Command::new(pg_program("pg_restore"));
-    cmd.args(["--no-owner", "--no-acl", "--exit-on-error", "--no-password", "--dbname"])
-        .arg(&conn)
-        .arg(file);
-    libpq_env(&mut cmd, place.password());
+    cmd.args("--no-owner --no-acl --exit-on-error --no-password --dbname".split(' '));
+    cmd.arg(with_dbname(&place.conninfo, &name)).arg(file);
+    libpq_env(cmd.stdout(Stdio::null()), place.password.as_deref());
     let started = Instant::now();
     // No time limit: the restore takes as long as the database needs (that is what is measured).
-    let restored = run_bounded(&mut cmd, "pg_restore", None, place.password());
-    let restore_seconds = started.elapsed().as_secs_f64();
+    let restored = Proc::spawn(&mut cmd, "pg_restore").and_then(|mut p| p.finish(None, place.password.as_deref()));
+    r.restore_seconds = started.elapsed().as_secs_f64();
     if let Err(e) = restored {
-        let mut r = failed(at, label, chain(&e));
-        r.restore_seconds = restore_seconds;
-        return r;
+        r.message = chain(&e);
+        return;
     }
-    let results: Vec<CheckResult> = match place.client(&scratch.name).and_then(|mut c| {
-        c.batch_execute(&format!(
-            "SET statement_timeout = {}; SET default_transaction_read_only = on",
-            CHECK_TIMEOUT.as_millis()
-        ))?;
-        Ok(c)
-    }) {
+    let ms = CHECK_TIMEOUT.as_millis();
+    let session = format!("SET statement_timeout = {ms}; SET default_transaction_read_only = on");
+    let client = place
+        .client(Some(&name))
+        .and_then(|mut c| c.batch_execute(&session).map(|()| c));
+    r.checks = match client {
         Ok(mut c) => checks.iter().map(|ch| run_check(&mut c, ch)).collect(),
         Err(e) => {
             let msg = format!("cannot connect to the scratch database: {}", chain(&e));
-            checks
-                .iter()
-                .map(|ch| CheckResult {
-                    query: ch.query.clone(),
-                    expect: ch.expect.clone(),
-                    value: None,
-                    passed: false,
-                    message: msg.clone(),
-                })
-                .collect()
+            let unreachable = |ch| check_result(ch, None, Err(msg.clone()));
+            checks.iter().map(unreachable).collect()
         }
     };
-    let bad: Vec<&CheckResult> = results.iter().filter(|c| !c.passed).collect();
-    let message = match bad.as_slice() {
-        [] => "passed".to_string(),
-        [one] => format!("check `{}`: {}", one_line(&one.query), one.message),
-        [first, ..] => format!(
-            "{} of {} checks failed; first, `{}`: {}",
-            bad.len(),
-            results.len(),
-            one_line(&first.query),
-            first.message
-        ),
+    let bad: Vec<&CheckResult> = r.checks.iter().filter(|c| !c.passed).collect();
+    let (n, of) = (bad.len(), r.checks.len());
+    r.message = match bad.first().map(|c| (one_line(&c.query), &c.message)) {
+        None => "passed".to_string(),
+        Some((q, m)) if n == 1 => format!("check `{q}`: {m}"),
+        Some((q, m)) => format!("{n} of {of} checks failed; first, `{q}`: {m}"),
     };
-    RestoreResult {
-        at,
-        passed: bad.is_empty(),
-        restore_seconds,
-        checks: results,
-        target: label,
-        message,
-    }
+    r.passed = n == 0;
 }
 
-/// An error and its sources on one line (a client error's `db error` alone says nothing).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s = format!("{s}: {c}");
-        cur = c.source();
-    }
-    one_line(&s)
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-fn run_check(c: &mut Client, ch: &Check) -> CheckResult {
-    let (value, outcome) = match check_value(c, &ch.query) {
-        Err(e) => (None, Err(e)),
-        Ok(v) => {
-            let outcome = match (Expect::parse(&ch.expect), v.trim().parse::<f64>()) {
-                (None, _) => Err(format!("cannot read expect {:?}", ch.expect)),
-                (_, Err(_)) => Err(format!("returned {v:?}, not a number")),
-                (Some(e), Ok(n)) if e.holds(n) => Ok(()),
-                (Some(_), Ok(_)) => Err(format!("returned {v}, expected {}", ch.expect.trim())),
-            };
-            (Some(v), outcome)
-        }
-    };
+fn check_result(ch: &Check, value: Option<String>, outcome: Result<(), String>) -> CheckResult {
     CheckResult {
         query: ch.query.clone(),
         expect: ch.expect.clone(),
@@ -1031,23 +766,31 @@ fn run_check(c: &mut Client, ch: &Check) -> CheckResult {
     }
 }
 
+/// One check: its query must return one row of one value, a number that meets `expect`.
+fn run_check(c: &mut Client, ch: &Check) -> CheckResult {
+    let v = match check_value(c, &ch.query) {
+        Ok(v) => v,
+        Err(e) => return check_result(ch, None, Err(e)),
+    };
+    let outcome = match (Expect::parse(&ch.expect), v.trim().parse::<f64>()) {
+        (None, _) => Err(format!("cannot read expect {:?}", ch.expect)),
+        (_, Err(_)) => Err(format!("returned {v:?}, not a number")),
+        (Some(e), Ok(n)) if e.holds(n) => Ok(()),
+        (Some(_), Ok(_)) => Err(format!("returned {v}, expected {}", ch.expect.trim())),
+    };
+    check_result(ch, Some(v), outcome)
+}
+
 /// The single value of a query, as text.
 fn check_value(c: &mut Client, query: &str) -> Result<String, String> {
     let msgs = c.simple_query(query).map_err(|e| chain(&e))?;
-    let rows: Vec<_> = msgs
-        .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(r),
-            _ => None,
-        })
-        .collect();
-    let [row] = rows.as_slice() else {
-        return Err(format!("returned {} rows, expected one", rows.len()));
+    let is_row = |m: &&SimpleQueryMessage| matches!(m, SimpleQueryMessage::Row(_));
+    let n = msgs.iter().filter(is_row).count();
+    let (1, Some(SimpleQueryMessage::Row(row))) = (n, msgs.iter().find(is_row)) else {
+        return Err(format!("returned {n} rows, expected one"));
     };
     if row.len() != 1 {
         return Err(format!("returned {} columns, expected one", row.len()));
     }
-    row.get(0)
-        .map(str::to_string)
-        .ok_or_else(|| "returned NULL".to_string())
+    row.get(0).map(str::to_string).ok_or_else(|| "returned NULL".into())
 }

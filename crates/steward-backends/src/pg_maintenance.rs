@@ -231,7 +231,11 @@ pub fn reindex_concurrently(c: &mut Client, statement_timeout: Duration) -> Resu
     with_settings(c, &[("statement_timeout", statement_timeout)], |c| {
         for r in &rows {
             let (schema, rel): (String, String) = (r.get(0), r.get(1));
-            let sql = format!("REINDEX TABLE CONCURRENTLY {}.{}", quote_ident(&schema), quote_ident(&rel));
+            let sql = format!(
+                "REINDEX TABLE CONCURRENTLY {}.{}",
+                quote_ident(&schema),
+                quote_ident(&rel)
+            );
             c.batch_execute(&sql).map_err(q(sql.clone()))?;
             tables.push(format!("{schema}.{rel}"));
             indexes += count(r.get(2));

@@ -89,7 +89,12 @@ fn scratch_databases() -> Vec<String> {
 fn sha256sum(path: &Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().unwrap();
     assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -118,7 +123,11 @@ fn a_backup_appears_complete_under_its_name_with_the_checksum_sha256sum_computes
         assert!(matches!(r, Err(BackupError::InvalidName { .. })), "{bad:?}: {r:?}");
     }
     // A password in the URL is refused, and not repeated in the error.
-    let url = format!("postgres://postgres:s3cr3t-pw@127.0.0.1:{}/{}", support::primary_port(), db.name);
+    let url = format!(
+        "postgres://postgres:s3cr3t-pw@127.0.0.1:{}/{}",
+        support::primary_port(),
+        db.name
+    );
     let e = take_backup(&url, None, dir.path(), "pw.dump").unwrap_err();
     assert!(matches!(e, BackupError::PasswordInUrl), "{e:?}");
     assert!(!format!("{e} {e:?}").contains("s3cr3t-pw"));
@@ -141,7 +150,10 @@ fn a_throwaway_restore_passes_its_checks_and_leaves_no_server_nor_directory() {
         &b.path,
         &b.sha256,
         &RestoreTarget::Throwaway,
-        &[check("SELECT count(*) FROM t", "> 0"), check("SELECT max(id) FROM t", "= 1000")],
+        &[
+            check("SELECT count(*) FROM t", "> 0"),
+            check("SELECT max(id) FROM t", "= 1000"),
+        ],
     );
     assert!(r.passed, "{r:?}");
     assert_eq!(r.message, "passed");
@@ -150,7 +162,11 @@ fn a_throwaway_restore_passes_its_checks_and_leaves_no_server_nor_directory() {
     assert_eq!(r.checks.len(), 2);
     assert!(r.checks.iter().all(|c| c.passed && c.message.is_empty()), "{r:?}");
     assert_eq!(r.checks[0].value.as_deref(), Some("1000"));
-    assert_eq!(throwaway_leftovers(), before, "the throwaway server and its directory are gone");
+    assert_eq!(
+        throwaway_leftovers(),
+        before,
+        "the throwaway server and its directory are gone"
+    );
 }
 
 #[test]
@@ -193,7 +209,12 @@ fn a_server_restore_runs_in_a_scratch_database_dropped_afterwards_and_failing_ch
     assert!(r.checks[4].message.contains("nothing"), "{r:?}");
     assert_eq!(r.checks[4].value, None);
     assert!(r.checks[5].message.contains("not a number"), "{r:?}");
-    assert!(r.message.starts_with("4 of 6 checks failed; first, `SELECT count(*) FROM t`: returned 1000"), "{}", r.message);
+    assert!(
+        r.message
+            .starts_with("4 of 6 checks failed; first, `SELECT count(*) FROM t`: returned 1000"),
+        "{}",
+        r.message
+    );
     assert!(!r.message.contains('\n'));
     assert_eq!(scratch_databases(), before, "the scratch database is dropped");
 }
@@ -227,13 +248,23 @@ fn a_corrupted_or_truncated_backup_fails_its_restore_test() {
     fs::write(&f, &bytes[..bytes.len() * 2 / 3]).unwrap();
     let r = restore_test(&f, &sha256_file(&f).unwrap(), &RestoreTarget::Throwaway, &checks);
     assert!(!r.passed, "{r:?}");
+    eprintln!("truncated: {}", r.message);
     assert!(r.message.starts_with("pg_restore failed"), "{r:?}");
     assert!(!r.message.contains('\n'));
     assert!(r.checks.is_empty());
-    assert_eq!(throwaway_leftovers(), before, "the throwaway server and its directory are gone");
+    assert_eq!(
+        throwaway_leftovers(),
+        before,
+        "the throwaway server and its directory are gone"
+    );
 
     // A file that is not there.
-    let r = restore_test(&dir.path().join("missing.dump"), &b.sha256, &RestoreTarget::Throwaway, &checks);
+    let r = restore_test(
+        &dir.path().join("missing.dump"),
+        &b.sha256,
+        &RestoreTarget::Throwaway,
+        &checks,
+    );
     assert!(!r.passed && r.message.starts_with("cannot read"), "{r:?}");
 }
 
@@ -283,6 +314,7 @@ fn a_pg_dump_killed_mid_backup_leaves_no_backup_nor_partial() {
     assert!(killed.success());
     let r = recv.recv_timeout(Duration::from_secs(30)).expect("take_backup returns");
     let e = r.unwrap_err();
+    eprintln!("killed: {e}");
     assert!(e.to_string().contains("signal 9"), "{e}");
     assert!(!dir.path().join("killed.dump").exists());
     assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
@@ -318,7 +350,13 @@ fn stale_partials_are_removed_only_when_their_writer_is_gone() {
     assert_eq!(names(dir.path()), left);
 
     assert!(is_partial(".x.dump.partial-123"));
-    for name in ["x.dump", ".x.dump.partial-", ".x.dump.partial-12a", ".partial-12", "x.partial-12"] {
+    for name in [
+        "x.dump",
+        ".x.dump.partial-",
+        ".x.dump.partial-12a",
+        ".partial-12",
+        "x.partial-12",
+    ] {
         assert!(!is_partial(name), "{name}");
     }
 }
@@ -342,5 +380,9 @@ fn an_archive_copy_is_verified_and_never_replaces_a_file() {
     let wrong = "0".repeat(64);
     let e = archive_copy(&b.path, &wrong, other.path()).unwrap_err();
     assert!(matches!(e, BackupError::ChecksumMismatch { .. }), "{e:?}");
-    assert!(names(other.path()).is_empty(), "no copy left: {:?}", names(other.path()));
+    assert!(
+        names(other.path()).is_empty(),
+        "no copy left: {:?}",
+        names(other.path())
+    );
 }

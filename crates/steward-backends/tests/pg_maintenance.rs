@@ -37,9 +37,11 @@ fn a_bloated_table_is_vacuumed_to_no_dead_tuples_and_the_session_keeps_its_setti
     );
     let (mut c, _) = connect(&db.url(), None).unwrap();
     // The deleting session reports its counts when idle, at most once a second.
-    wait_for("the statistics to show the deleted rows", Duration::from_secs(15), || {
-        (dead_of(&mut c, "public.bloat") >= 18000).then_some(())
-    });
+    wait_for(
+        "the statistics to show the deleted rows",
+        Duration::from_secs(15),
+        || (dead_of(&mut c, "public.bloat") >= 18000).then_some(()),
+    );
     let stats = table_stats(&mut c).unwrap();
     let t = stats.iter().find(|t| t.name == "public.bloat").unwrap();
     assert_eq!((t.live, t.dead), (2000, 18000), "{t:?}");
@@ -68,8 +70,16 @@ fn names_are_resolved_and_quoted_never_interpolated() {
     );
     let (mut c, _) = connect(&db.url(), None).unwrap();
     let names: Vec<String> = table_stats(&mut c).unwrap().into_iter().map(|t| t.name).collect();
-    assert!(names.contains(&r#"Odd "Schema".t; DROP TABLE x"#.to_string()), "{names:?}");
-    let r = vacuum_table(&mut c, r#"Odd "Schema".t; DROP TABLE x"#, Duration::from_secs(5), Duration::from_secs(30));
+    assert!(
+        names.contains(&r#"Odd "Schema".t; DROP TABLE x"#.to_string()),
+        "{names:?}"
+    );
+    let r = vacuum_table(
+        &mut c,
+        r#"Odd "Schema".t; DROP TABLE x"#,
+        Duration::from_secs(5),
+        Duration::from_secs(30),
+    );
     assert!(r.is_ok(), "{r:?}");
 
     let e = vacuum_table(&mut c, "a.b.c", Duration::from_secs(5), Duration::from_secs(30)).unwrap_err();
@@ -90,7 +100,13 @@ fn a_vacuum_that_cannot_get_its_lock_gives_up_within_lock_timeout() {
     tx.batch_execute("LOCK TABLE busy IN ACCESS EXCLUSIVE MODE").unwrap();
     let (mut c, _) = connect(&db.url(), None).unwrap();
     let started = Instant::now();
-    let e = vacuum_table(&mut c, "public.busy", Duration::from_millis(300), Duration::from_secs(30)).unwrap_err();
+    let e = vacuum_table(
+        &mut c,
+        "public.busy",
+        Duration::from_millis(300),
+        Duration::from_secs(30),
+    )
+    .unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     assert!(error_chain(&e).contains("lock timeout"), "{}", error_chain(&e));
     assert_eq!(setting(&mut c, "lock_timeout"), "0", "reset after a failure too");

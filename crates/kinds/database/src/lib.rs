@@ -17,6 +17,8 @@ pub mod backup;
 pub mod maintenance;
 pub mod model;
 pub mod observe;
+pub mod plan;
+pub mod reason;
 pub mod replication;
 pub mod retention;
 pub mod spec;
@@ -24,4 +26,5 @@ pub mod status;
 pub mod validate;
 
 pub use model::{DatabaseState, Task};
+pub use reason::Reason;
 pub use spec::{DatabaseDocument, DatabaseEntry};

@@ -10,7 +10,7 @@ use std::time::Duration;
 use steward_core::ObjectRef;
 use steward_database::backup::BackupTrigger;
 use steward_database::status::gate_hold;
-use steward_database::Task;
+use steward_database::{Reason, Task};
 use steward_plan::plan::Hold;
 use steward_plan::rollout::{JobObs, Rollout};
 use steward_plan::Desired;
@@ -71,7 +71,7 @@ impl Controller {
             for (svc, why) in std::mem::take(&mut self.gate_held) {
                 self.event(
                     EventType::Normal,
-                    "GateOpened",
+                    Reason::GateOpened.as_str(),
                     &ObjectRef::service(&svc).to_string(),
                     format!("deploy gate open (it held: {why})"),
                 );
@@ -91,7 +91,7 @@ impl Controller {
             if !self.gate_held.contains_key(&d.name) {
                 self.event(
                     EventType::Warning,
-                    "WaitingOn",
+                    Reason::WaitingOn.as_str(),
                     &ObjectRef::service(&d.name).to_string(),
                     format!("rollout of generation {} held by a deploy gate: {what}", desired.generation),
                 );

@@ -19,8 +19,9 @@ use steward_core::status::{Condition, ConditionStatus, ConditionType, ResourceSt
 use steward_core::{ObjectRef, Requeue};
 use steward_database::backup::{Backup, BackupTrigger};
 use steward_database::observe::Observation;
+use steward_database::plan;
 use steward_database::status::{self, Input};
-use steward_database::{DatabaseState, Task};
+use steward_database::{DatabaseState, Reason, Task};
 use steward_plan::status::EventType;
 use steward_schedule::run::{Outcome, Run, Trigger};
 use steward_store::{Claim, Store};
@@ -34,9 +35,6 @@ const KIND: &str = "Database";
 pub const OBSERVE_INTERVAL: Duration = Duration::from_secs(10);
 /// While a task runs: how soon its end is looked for.
 const TASK_POLL: Duration = Duration::from_secs(1);
-/// An instant missed (the controller was down, the primary unreachable) is still started up to
-/// this long after it.
-const STARTING_DEADLINE: time::Duration = time::Duration::hours(1);
 
 /// A task running on a blocking thread.
 pub(crate) struct InFlight {
@@ -95,14 +93,16 @@ pub fn finish_run(store: &Store, db: &str, mut run: Run, out: &TaskOutcome) -> R
         tracing::error!(database = db, run = run.id, error = %error_chain(&e), "cannot record a run's end");
     }
     let object = ObjectRef::database(db).to_string();
-    for (warning, reason, message) in &out.events {
+    for (reason, message) in &out.events {
+        let warning = reason.is_warning();
+        let reason = reason.as_str();
         let ev = steward_core::status::NewEvent {
-            type_: if *warning { EventType::Warning } else { EventType::Normal },
+            type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.to_string(),
             message: message.clone(),
             object: object.clone(),
         };
-        if *warning {
+        if warning {
             tracing::warn!(reason, object, "{message}");
         } else {
             tracing::info!(reason, object, "{message}");
@@ -215,16 +215,15 @@ impl Controller {
                 .unwrap_or_default();
             obj.insert("running".into(), active.into());
         }
-        let primary_known = obs.primary.is_ok();
+        // A vacuum running stops between tables once a rollout begins or a replica lags.
         let rollout_active = self.load_rollout().is_some_and(|r| !r.phase.is_terminal());
-        let lag_ok = status::gate_hold(name, Some(&obs), db.lag_limit()).is_none();
-        let hold = rollout_active || !lag_ok;
+        let lagging = status::gate_hold(name, Some(&obs), db.lag_limit()).is_some();
         if let Some(rt) = self.db_runtime.get(name) {
-            rt.hold.store(hold, Ordering::SeqCst);
+            rt.hold.store(rollout_active || lagging, Ordering::SeqCst);
         }
         let mut error = None;
-        if primary_known && self.may_write() {
-            if let Err(e) = self.start_due(&db, &obs, now, hold).await {
+        if self.may_write() {
+            if let Err(e) = self.start_due(&db, &obs, now).await {
                 error = Some(e);
             }
         }
@@ -278,38 +277,24 @@ impl Controller {
         out
     }
 
-    /// Claims and starts each task whose latest instant is due. Holds: vacuum only inside the
-    /// window, vacuum and reindex never during a rollout or while a replica lags.
-    async fn start_due(&mut self, db: &DatabaseState, obs: &Observation, now: OffsetDateTime, hold: bool) -> Result<(), String> {
-        for task in Task::ALL {
-            let Some(cal) = db.calendar(task) else { continue };
-            if self.db_runtime.get(&db.name).is_some_and(|rt| rt.in_flight.contains_key(&task)) {
-                continue;
-            }
-            let (instants, _) = cal.between(now - STARTING_DEADLINE, now, 1);
-            let Some(at) = instants.last().copied() else { continue };
-            let mut window_closes = None;
-            match task {
-                Task::Vacuum => {
-                    let Some(m) = &db.spec.maintenance else { continue };
-                    let Some(v) = &m.vacuum else { continue };
-                    let Some(end) = steward_database::maintenance::window_closes(cal, m.window.duration.get(), now) else {
-                        continue;
-                    };
-                    let due = obs
-                        .stats
-                        .as_ref()
-                        .is_some_and(|s| s.tables.iter().any(|t| steward_database::maintenance::needs_vacuum(&t.stats(), v)));
-                    if hold || !due {
-                        continue;
-                    }
-                    window_closes = Some(end);
-                }
-                Task::Reindex if hold => continue,
-                _ => {}
-            }
-            let trigger = if at < self.started { Trigger::CatchUp } else { Trigger::Schedule };
-            let run = new_run(&db.name, task, at, trigger, now);
+    /// Claims and starts each task `steward_database::plan::due` says is due now.
+    async fn start_due(&mut self, db: &DatabaseState, obs: &Observation, now: OffsetDateTime) -> Result<(), String> {
+        let running: std::collections::BTreeSet<Task> = self
+            .db_runtime
+            .get(&db.name)
+            .map(|rt| rt.in_flight.keys().copied().collect())
+            .unwrap_or_default();
+        let rollout_active = self.load_rollout().is_some_and(|r| !r.phase.is_terminal());
+        let (start, _held) = plan::due(&plan::Input {
+            db,
+            obs,
+            now,
+            started: self.started,
+            rollout_active,
+            running: &running,
+        });
+        for d in start {
+            let run = new_run(&db.name, d.task, d.at, d.trigger, now);
             let run = match self.store.claim_run(&run, true).map_err(|e| error_chain(&e))? {
                 Claim::Inserted(id) => Run { id, ..run },
                 Claim::Exists(_) => continue,
@@ -318,6 +303,13 @@ impl Controller {
                         let out = TaskOutcome {
                             ok: false,
                             message: "the process running it ended before it finished".into(),
+                            events: vec![(
+                                Reason::RunAbandoned,
+                                format!(
+                                    "run #{} of {} failed: the process running it ended before it finished",
+                                    active.id, active.schedule
+                                ),
+                            )],
                             ..Default::default()
                         };
                         finish_run(&self.store, &db.name, active, &out);
@@ -325,7 +317,7 @@ impl Controller {
                     continue;
                 }
             };
-            self.spawn_task(db, task, run, BackupTrigger::Schedule, window_closes);
+            self.spawn_task(db, d.task, run, BackupTrigger::Schedule, d.window_closes);
         }
         Ok(())
     }

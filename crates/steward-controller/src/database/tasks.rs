@@ -15,12 +15,12 @@ use steward_backends::swarm::error_chain;
 use steward_database::backup::{Backup, BackupTrigger, RestoreResult};
 use steward_database::maintenance::needs_vacuum;
 use steward_database::retention;
-use steward_database::{DatabaseState, Task};
+use steward_database::{DatabaseState, Reason, Task};
 use steward_store::Store;
 use time::OffsetDateTime;
 
-/// An event a task wants recorded: (warning?, reason, message).
-pub type TaskEvent = (bool, &'static str, String);
+/// An event a task wants recorded.
+pub type TaskEvent = (Reason, String);
 
 /// What a task did.
 #[derive(Clone, Debug, Default)]
@@ -36,11 +36,11 @@ pub struct TaskOutcome {
 }
 
 impl TaskOutcome {
-    fn failed(reason: &'static str, message: String) -> Self {
+    fn failed(reason: Reason, message: String) -> Self {
         TaskOutcome {
             ok: false,
             logs: message.clone(),
-            events: vec![(true, reason, message.clone())],
+            events: vec![(reason, message.clone())],
             message,
             restore_seconds: None,
         }
@@ -84,19 +84,18 @@ fn local_date(db: &DatabaseState, at: OffsetDateTime) -> time::Date {
 
 fn backup(db: &DatabaseState, store: &Store, ctx: &TaskContext) -> TaskOutcome {
     let Some(spec) = &db.spec.backup else {
-        return TaskOutcome::failed("BackupFailed", "no spec.backup declared".into());
+        return TaskOutcome::failed(Reason::BackupFailed, "no spec.backup declared".into());
     };
     let dir = PathBuf::from(&spec.directory);
     if let Err(e) = std::fs::create_dir_all(&dir) {
-        return TaskOutcome::failed(
-            "BackupFailed",
+        return TaskOutcome::failed(Reason::BackupFailed,
             format!("cannot create the backup directory {}: {e}", dir.display()),
         );
     }
     let name = backup_file_name(&db.name, ctx.now);
     let file = match pg_backup::take_backup(&db.spec.primary, db.password.as_deref(), &dir, &name) {
         Ok(f) => f,
-        Err(e) => return TaskOutcome::failed("BackupFailed", format!("backup to {} failed: {}", dir.display(), error_chain(&e))),
+        Err(e) => return TaskOutcome::failed(Reason::BackupFailed, format!("backup to {} failed: {}", dir.display(), error_chain(&e))),
     };
     let record = Backup {
         id: 0,
@@ -125,13 +124,12 @@ fn backup(db: &DatabaseState, store: &Store, ctx: &TaskContext) -> TaskOutcome {
     };
     if let Err(e) = store.add_backup(&record) {
         // The file is complete but unrecorded: retention will never count or delete it.
-        return TaskOutcome::failed(
-            "BackupFailed",
+        return TaskOutcome::failed(Reason::BackupFailed,
             format!("backup {} written but not recorded: {}", record.file, error_chain(&e)),
         );
     }
     out.logs = out.message.clone();
-    out.events.push((false, "BackupSucceeded", out.message.clone()));
+    out.events.push((Reason::BackupSucceeded, out.message.clone()));
     apply_retention(db, store, &mut out);
     out
 }
@@ -167,25 +165,24 @@ pub fn apply_retention(db: &DatabaseState, store: &Store, out: &mut TaskOutcome)
         }
         let msg = format!("backup {} deleted by retention ({:?})", b.file, spec.retention);
         out.logs.push_str(&format!("\n{msg}"));
-        out.events.push((false, "BackupPruned", msg));
+        out.events.push((Reason::BackupPruned, msg));
     }
 }
 
 fn restore_test(db: &DatabaseState, store: &Store, ctx: &TaskContext) -> TaskOutcome {
     let Some(spec) = db.spec.backup.as_ref().and_then(|b| b.restore_test.as_ref()) else {
-        return TaskOutcome::failed("RestoreTestFailed", "no spec.backup.restoreTest declared".into());
+        return TaskOutcome::failed(Reason::RestoreTestFailed, "no spec.backup.restoreTest declared".into());
     };
     let newest = match store.backups(Some(&db.name)) {
         Ok(b) => b.into_iter().filter(|b| b.deleted_at.is_none()).max_by_key(|b| (b.taken_at, b.id)),
         Err(e) => {
-            return TaskOutcome::failed(
-                "RestoreTestFailed",
+            return TaskOutcome::failed(Reason::RestoreTestFailed,
                 format!("the backups could not be listed: {}", error_chain(&e)),
             )
         }
     };
     let Some(b) = newest else {
-        return TaskOutcome::failed("RestoreTestFailed", "no backup to restore yet".into());
+        return TaskOutcome::failed(Reason::RestoreTestFailed, "no backup to restore yet".into());
     };
     let target = match &spec.target {
         Some(url) => RestoreTarget::Server {
@@ -197,8 +194,7 @@ fn restore_test(db: &DatabaseState, store: &Store, ctx: &TaskContext) -> TaskOut
     let mut r: RestoreResult = pg_backup::restore_test(Path::new(&b.file), &b.sha256, &target, &spec.checks);
     r.at = ctx.now.max(r.at);
     if let Err(e) = store.set_backup_restore(b.id, &r) {
-        return TaskOutcome::failed(
-            "RestoreTestFailed",
+        return TaskOutcome::failed(Reason::RestoreTestFailed,
             format!("restore test of {} done but not recorded: {}", b.file, error_chain(&e)),
         );
     }
@@ -230,8 +226,11 @@ fn restore_test(db: &DatabaseState, store: &Store, ctx: &TaskContext) -> TaskOut
         ok: r.passed,
         logs: std::iter::once(message.clone()).chain(checks).collect::<Vec<_>>().join("\n"),
         events: vec![(
-            !r.passed,
-            if r.passed { "RestoreTestPassed" } else { "RestoreTestFailed" },
+            if r.passed {
+                Reason::RestoreTestPassed
+            } else {
+                Reason::RestoreTestFailed
+            },
             message.clone(),
         )],
         message,
@@ -241,52 +240,52 @@ fn restore_test(db: &DatabaseState, store: &Store, ctx: &TaskContext) -> TaskOut
 
 fn archive(db: &DatabaseState, store: &Store) -> TaskOutcome {
     let Some(spec) = db.spec.backup.as_ref().and_then(|b| b.archive.as_ref()) else {
-        return TaskOutcome::failed("ArchiveFailed", "no spec.backup.archive declared".into());
+        return TaskOutcome::failed(Reason::ArchiveFailed, "no spec.backup.archive declared".into());
     };
     let all = match store.backups(Some(&db.name)) {
         Ok(b) => b,
-        Err(e) => return TaskOutcome::failed("ArchiveFailed", format!("the backups could not be listed: {}", error_chain(&e))),
+        Err(e) => return TaskOutcome::failed(Reason::ArchiveFailed, format!("the backups could not be listed: {}", error_chain(&e))),
     };
     let Some(b) = all
         .into_iter()
         .filter(|b| b.deleted_at.is_none() && b.verified())
         .max_by_key(|b| (b.taken_at, b.id))
     else {
-        return TaskOutcome::failed("ArchiveFailed", "no verified backup to archive".into());
+        return TaskOutcome::failed(Reason::ArchiveFailed, "no verified backup to archive".into());
     };
     let dir = PathBuf::from(&spec.directory);
     if let Err(e) = std::fs::create_dir_all(&dir) {
-        return TaskOutcome::failed("ArchiveFailed", format!("cannot create {}: {e}", dir.display()));
+        return TaskOutcome::failed(Reason::ArchiveFailed, format!("cannot create {}: {e}", dir.display()));
     }
     match pg_backup::archive_copy(Path::new(&b.file), &b.sha256, &dir) {
         Ok(path) => {
             let path = path.display().to_string();
             if let Err(e) = store.set_backup_archived(b.id, &path) {
-                return TaskOutcome::failed("ArchiveFailed", format!("archived to {path} but not recorded: {}", error_chain(&e)));
+                return TaskOutcome::failed(Reason::ArchiveFailed, format!("archived to {path} but not recorded: {}", error_chain(&e)));
             }
             let message = format!("{} archived to {path}, checksum verified", b.file);
             TaskOutcome {
                 ok: true,
                 logs: message.clone(),
-                events: vec![(false, "Archived", message.clone())],
+                events: vec![(Reason::Archived, message.clone())],
                 message,
                 restore_seconds: None,
             }
         }
-        Err(e) => TaskOutcome::failed("ArchiveFailed", format!("archive of {} failed: {}", b.file, error_chain(&e))),
+        Err(e) => TaskOutcome::failed(Reason::ArchiveFailed, format!("archive of {} failed: {}", b.file, error_chain(&e))),
     }
 }
 
 fn vacuum(db: &DatabaseState, ctx: &TaskContext) -> TaskOutcome {
     let Some(m) = &db.spec.maintenance else {
-        return TaskOutcome::failed("VacuumFailed", "no spec.maintenance declared".into());
+        return TaskOutcome::failed(Reason::VacuumFailed, "no spec.maintenance declared".into());
     };
     let Some(v) = &m.vacuum else {
-        return TaskOutcome::failed("VacuumFailed", "no spec.maintenance.vacuum declared".into());
+        return TaskOutcome::failed(Reason::VacuumFailed, "no spec.maintenance.vacuum declared".into());
     };
     let (mut c, _) = match connect(&db.spec.primary, db.password.as_deref()) {
         Ok(c) => c,
-        Err(e) => return TaskOutcome::failed("VacuumFailed", error_chain(&e)),
+        Err(e) => return TaskOutcome::failed(Reason::VacuumFailed, error_chain(&e)),
     };
     let mut out = TaskOutcome {
         ok: true,
@@ -328,14 +327,14 @@ fn vacuum(db: &DatabaseState, ctx: &TaskContext) -> TaskOutcome {
                 );
                 out.logs.push_str(&msg);
                 out.logs.push('\n');
-                out.events.push((false, "Vacuumed", msg));
+                out.events.push((Reason::Vacuumed, msg));
                 done.push(t.name.clone());
             }
             Err(e) => {
                 let msg = format!("VACUUM (ANALYZE) {} failed: {}", t.name, error_chain(&e));
                 out.logs.push_str(&msg);
                 out.logs.push('\n');
-                out.events.push((true, "VacuumFailed", msg));
+                out.events.push((Reason::VacuumFailed, msg));
                 out.ok = false;
                 skipped.push(t.name.clone());
             }
@@ -352,7 +351,7 @@ fn vacuum(db: &DatabaseState, ctx: &TaskContext) -> TaskOutcome {
 fn reindex(db: &DatabaseState) -> TaskOutcome {
     let (mut c, _) = match connect(&db.spec.primary, db.password.as_deref()) {
         Ok(c) => c,
-        Err(e) => return TaskOutcome::failed("ReindexFailed", error_chain(&e)),
+        Err(e) => return TaskOutcome::failed(Reason::ReindexFailed, error_chain(&e)),
     };
     let timeout = db
         .spec
@@ -365,11 +364,11 @@ fn reindex(db: &DatabaseState) -> TaskOutcome {
             TaskOutcome {
                 ok: true,
                 logs: message.clone(),
-                events: vec![(false, "Reindexed", message.clone())],
+                events: vec![(Reason::Reindexed, message.clone())],
                 message,
                 restore_seconds: None,
             }
         }
-        Err(e) => TaskOutcome::failed("ReindexFailed", format!("REINDEX failed: {}", error_chain(&e))),
+        Err(e) => TaskOutcome::failed(Reason::ReindexFailed, format!("REINDEX failed: {}", error_chain(&e))),
     }
 }
