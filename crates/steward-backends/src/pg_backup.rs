@@ -515,7 +515,7 @@ impl Throwaway {
     fn command(&self, program: &str) -> Command {
         let mut cmd = Command::new(pg_program(program));
         cmd.env_clear().envs([("PATH", "/usr/bin:/bin"), ("LC_ALL", "C")]);
-        cmd.current_dir(&self.dir);
+        cmd.current_dir(&self.dir).stdout(Stdio::null());
         if let Some((uid, gid)) = self.user {
             // std also drops root's supplementary groups when it changes the uid.
             cmd.uid(uid).gid(gid);
@@ -534,7 +534,7 @@ impl Throwaway {
             .map_err(|e| format!("cannot prepare {}: {e}", t.dir.display()))?;
         let mut initdb = t.command("initdb");
         initdb.args("-D data --auth=trust --encoding=UTF8 --locale=C --no-sync -U".split(' '));
-        initdb.arg(THROWAWAY_USER).stdout(Stdio::null());
+        initdb.arg(THROWAWAY_USER);
         let initdb = Proc::spawn(&mut initdb, "initdb").and_then(|mut p| p.finish(Some(INITDB_TIMEOUT), None));
         initdb.map_err(|e| chain(&e))?;
         let log_path = t.dir.join("server.log");
@@ -544,7 +544,7 @@ impl Throwaway {
         // No TCP at all: a unix socket in its own directory.
         cmd.args(["-D", "data", "-k", &sock, "-p", &port]);
         cmd.args("-c listen_addresses= -c max_connections=10".split(' '));
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+        cmd.stdin(Stdio::null()).stderr(log);
         t.pm = Some(cmd.spawn().map_err(|e| format!("cannot start postgres: {e}"))?);
         let deadline = Instant::now() + READY_TIMEOUT;
         let log_tail = || {

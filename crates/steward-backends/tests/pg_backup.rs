@@ -153,13 +153,19 @@ fn a_throwaway_restore_passes_its_checks_and_leaves_no_server_nor_directory() {
         &[
             check("SELECT count(*) FROM t", "> 0"),
             check("SELECT max(id) FROM t", "= 1000"),
+            // Our own server: no TCP port at all, and its superuser is steward's.
+            check(
+                "SELECT count(*) FROM pg_settings WHERE name = 'listen_addresses' AND setting = ''",
+                "= 1",
+            ),
+            check("SELECT (current_user = 'steward')::int", "= 1"),
         ],
     );
     assert!(r.passed, "{r:?}");
     assert_eq!(r.message, "passed");
     assert_eq!(r.target, "throwaway local server");
     assert!(r.restore_seconds > 0.0, "{r:?}");
-    assert_eq!(r.checks.len(), 2);
+    assert_eq!(r.checks.len(), 4);
     assert!(r.checks.iter().all(|c| c.passed && c.message.is_empty()), "{r:?}");
     assert_eq!(r.checks[0].value.as_deref(), Some("1000"));
     assert_eq!(
