@@ -166,11 +166,32 @@ fn backup_then_restore_test_passes_with_a_measured_rto_and_a_corrupted_file_fail
     assert_eq!(list[0]["verified"], false, "{list:?}");
     let mut w = w;
     w.write("stack.yaml", &w.stack_doc(false));
-    w.spawn_run(&[]);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    w.spawn_run(&["--listen", &listen]);
     let c = wait_for("BackupHealthy False", Duration::from_secs(60), || {
         w.condition("Database", "db", "BackupHealthy").filter(|c| c.0 == "False")
     });
     assert_eq!(c.1, "RestoreTestFailed");
+    // The metrics a scraper reads: the servers up, the replica's lag, the last backup and the
+    // restore time the last test measured.
+    let body = wait_for("database metrics", Duration::from_secs(30), || {
+        http_get(port, "/metrics")
+            .map(|(_, b)| b)
+            .filter(|b| b.contains("steward_database_up{"))
+    });
+    for line in [
+        "steward_database_up{database=\"db\",server=\"127.0.0.1:15433\"} 1",
+        "steward_database_up{database=\"db\",server=\"127.0.0.1:15434\"} 1",
+        "steward_database_replication_lag_seconds{database=\"db\",replica=\"127.0.0.1:15434\"}",
+        "steward_database_replication_lag_bytes{database=\"db\",replica=\"127.0.0.1:15434\"}",
+        "steward_database_size_bytes{database=\"db\"}",
+        "steward_backup_last_success_timestamp_seconds{database=\"db\"}",
+        "steward_backup_last_restore_test_success_timestamp_seconds{database=\"db\"}",
+        "steward_database_connections{database=\"db\",state=\"idle\"}",
+    ] {
+        assert!(body.contains(line), "missing {line} in\n{body}");
+    }
     let warned = w
         .events_json()
         .iter()

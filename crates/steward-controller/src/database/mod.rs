@@ -203,10 +203,20 @@ impl Controller {
         if let Some(obj) = report.as_object_mut() {
             if let Ok(b) = &backups {
                 obj.insert("lastBackupSuccess".into(), last_time(b, |_| true).into());
-                obj.insert(
-                    "lastRestoreTestSuccess".into(),
-                    last_restore_success(b).map(steward_core::rfc3339).into(),
-                );
+                // A later failed test of the same file replaces its result on the backup; the
+                // runs keep every outcome.
+                let from_runs = self
+                    .store
+                    .runs(Some(&Task::RestoreTest.run_name(name)), Some(100))
+                    .ok()
+                    .and_then(|runs| {
+                        runs.iter()
+                            .filter(|r| r.outcome == Outcome::Succeeded)
+                            .filter_map(|r| r.finished_at)
+                            .max()
+                    });
+                let last = from_runs.into_iter().chain(last_restore_success(b)).max();
+                obj.insert("lastRestoreTestSuccess".into(), last.map(steward_core::rfc3339).into());
             }
             let active: Vec<String> = self
                 .db_runtime
