@@ -357,3 +357,75 @@ fn a_bloated_table_is_vacuumed_in_the_window_and_its_dead_tuples_drop() {
         .expect("a Vacuumed event");
     assert!(ev["message"].as_str().unwrap().contains("bloat"), "{ev}");
 }
+
+/// Kills every process whose command line names `needle` (the orphaned pg_dump of a killed
+/// `steward backup`).
+fn kill_matching(needle: &str) {
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains("pg_dump") && cmd.contains(needle) {
+            if let Some(pid) = e.file_name().to_str() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_backup_killed_mid_way_leaves_no_counted_file_and_the_next_one_succeeds() {
+    let Some(db) = TestDb::create("killed_backup") else { return };
+    // About 150 MB of incompressible rows: pg_dump takes seconds, long enough to be killed.
+    psql(
+        PRIMARY_PORT,
+        &db.name,
+        "CREATE TABLE big AS SELECT g AS id, md5(random()::text) || md5(random()::text) || md5(random()::text) AS pad \
+         FROM generate_series(1, 1000000) g",
+    )
+    .unwrap();
+    let w = World::new("dbkill");
+    let dir = w.dir.path().join("backups");
+    w.write(
+        "db.yaml",
+        &database_doc("kdb", &db.url(PRIMARY_PORT), &db.url(REPLICA_PORT), dir.to_str().unwrap(), ""),
+    );
+    let m = w.manifests();
+    let m = m.to_str().unwrap();
+    let mut child = w.cmd().args(["backup", "kdb", "--path", m]).spawn().unwrap();
+    let partial = wait_for("the backup's partial file", Duration::from_secs(30), || {
+        std::fs::read_dir(&dir).ok()?.flatten().find_map(|e| {
+            let n = e.file_name().to_string_lossy().to_string();
+            n.contains(".partial-").then_some(n)
+        })
+    });
+    child.kill().unwrap(); // SIGKILL: no cleanup code runs
+    child.wait().unwrap();
+    kill_matching(&db.name);
+    let finals: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| !n.contains(".partial-"))
+        .collect();
+    assert!(finals.is_empty(), "no completed file under its final name: {finals:?} (partial {partial})");
+    assert!(backups_json(&w, "kdb").is_empty(), "nothing recorded as a backup");
+
+    // The next backup reaps the abandoned run, removes the stale partial, and succeeds.
+    let o = w.steward(&["backup", "kdb", "--path", m]);
+    ok(&o);
+    let list = backups_json(&w, "kdb");
+    assert_eq!(list.len(), 1, "{list:?}");
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(names.len(), 1, "only the completed backup is left: {names:?}");
+    let runs = w.steward(&["runs", "kdb/backup", "-o", "json"]);
+    let runs: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
+    let outcomes: Vec<&str> = runs.as_array().unwrap().iter().filter_map(|r| r["outcome"].as_str()).collect();
+    assert_eq!(outcomes.len(), 2, "{runs}");
+    assert!(outcomes.contains(&"Succeeded") && outcomes.contains(&"Failed"), "{outcomes:?}");
+    let abandoned = w.events_json().iter().any(|e| e["reason"] == "RunAbandoned");
+    assert!(abandoned, "the abandoned run is an event");
+}

@@ -153,6 +153,8 @@ pub fn run_now(cli: &Cli, database: &str, task: Task, paths: &[PathBuf]) -> anyh
     };
     let now = OffsetDateTime::now_utc();
     let run = new_run(&db.name, task, now, Trigger::Manual, now);
+    // A run of a process that was killed would block this claim forever.
+    steward_controller::database::reap_abandoned(&store, &db.name, &Default::default());
     let run = match store.claim_run(&run, true)? {
         Claim::Inserted(id) => steward_schedule::Run { id, ..run },
         Claim::Exists(_) | Claim::Busy(_) => {

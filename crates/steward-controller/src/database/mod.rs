@@ -114,6 +114,35 @@ pub fn finish_run(store: &Store, db: &str, mut run: Run, out: &TaskOutcome) -> R
     run
 }
 
+/// Fails `db`'s active runs whose process is gone (a controller or `steward backup` killed
+/// mid-way): they can never end by themselves, and an active run blocks the next claim.
+/// Returns how many were failed. A store that cannot be read fails nothing.
+pub fn reap_abandoned(store: &Store, db: &str, keep: &std::collections::BTreeSet<i64>) -> usize {
+    let Ok(active) = store.active_runs() else { return 0 };
+    let mut n = 0;
+    for run in active {
+        let ours = Task::of_run(&run.schedule).is_some_and(|(d, _)| d == db);
+        if !ours || keep.contains(&run.id) || !orphaned(&run) {
+            continue;
+        }
+        let out = TaskOutcome {
+            ok: false,
+            message: "the process running it ended before it finished".into(),
+            events: vec![(
+                Reason::RunAbandoned,
+                format!(
+                    "run #{} of {} failed: the process running it ended before it finished",
+                    run.id, run.schedule
+                ),
+            )],
+            ..Default::default()
+        };
+        finish_run(store, db, run, &out);
+        n += 1;
+    }
+    n
+}
+
 /// True when the process a run names (`pid:N`) is gone: its run can never end by itself.
 fn orphaned(run: &Run) -> bool {
     let Some(pid) = run.job.as_deref().and_then(|j| j.strip_prefix("pid:")) else {
@@ -181,6 +210,16 @@ impl Controller {
             return None;
         };
         let mut finished = self.collect_finished(&db).await;
+        let mine: std::collections::BTreeSet<i64> = self
+            .db_runtime
+            .get(name)
+            .map(|rt| rt.in_flight.values().map(|f| f.run.id).collect())
+            .unwrap_or_default();
+        let mine: std::collections::BTreeSet<i64> = mine
+            .into_iter()
+            .chain(self.predeploy_backups.values().map(|f| f.run.id))
+            .collect();
+        reap_abandoned(&self.store, name, &mine);
         let now = OffsetDateTime::now_utc();
         let window_open = window_open(&db, now);
         let stats_due = self
@@ -308,24 +347,8 @@ impl Controller {
             let run = match self.store.claim_run(&run, true).map_err(|e| error_chain(&e))? {
                 Claim::Inserted(id) => Run { id, ..run },
                 Claim::Exists(_) => continue,
-                Claim::Busy(active) => {
-                    if orphaned(&active) {
-                        let out = TaskOutcome {
-                            ok: false,
-                            message: "the process running it ended before it finished".into(),
-                            events: vec![(
-                                Reason::RunAbandoned,
-                                format!(
-                                    "run #{} of {} failed: the process running it ended before it finished",
-                                    active.id, active.schedule
-                                ),
-                            )],
-                            ..Default::default()
-                        };
-                        finish_run(&self.store, &db.name, active, &out);
-                    }
-                    continue;
-                }
+                // Active elsewhere (a manual run); an abandoned one was reaped above.
+                Claim::Busy(_) => continue,
             };
             self.spawn_task(db, d.task, run, BackupTrigger::Schedule, d.window_closes);
         }

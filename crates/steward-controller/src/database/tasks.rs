@@ -92,6 +92,12 @@ fn backup(db: &DatabaseState, store: &Store, ctx: &TaskContext) -> TaskOutcome {
             format!("cannot create the backup directory {}: {e}", dir.display()),
         );
     }
+    // Leftovers of a killed backup (their writer is gone) are never backups: removed.
+    if let Ok(stale) = pg_backup::remove_stale_partials(&dir) {
+        for p in stale {
+            tracing::info!(file = %p.display(), "removed the partial file of an interrupted backup");
+        }
+    }
     let name = backup_file_name(&db.name, ctx.now);
     let file = match pg_backup::take_backup(&db.spec.primary, db.password.as_deref(), &dir, &name) {
         Ok(f) => f,
