@@ -39,6 +39,10 @@ pub enum NotNow {
     NothingOverThresholds,
     RolloutInProgress,
     ReplicationLagging { why: String },
+    /// A restore test waits for a backup to restore, an archive for a verified one: the
+    /// instant stays due (within the starting deadline) until there is one.
+    NothingToRestore,
+    NothingToArchive,
 }
 
 pub struct Input<'a> {
@@ -49,6 +53,10 @@ pub struct Input<'a> {
     pub started: OffsetDateTime,
     pub rollout_active: bool,
     pub running: &'a BTreeSet<Task>,
+    /// A live backup exists (what a restore test restores).
+    pub has_backup: bool,
+    /// A live verified backup exists (what the archive copies).
+    pub has_verified: bool,
 }
 
 /// The tasks to start now, and the held ones with why.
@@ -66,6 +74,14 @@ pub fn due(i: &Input<'_>) -> (Vec<Due>, Vec<(Task, NotNow)>) {
         }
         if i.running.contains(&task) {
             held.push((task, NotNow::AlreadyRunning));
+            continue;
+        }
+        if task == Task::RestoreTest && !i.has_backup {
+            held.push((task, NotNow::NothingToRestore));
+            continue;
+        }
+        if task == Task::Archive && !i.has_verified {
+            held.push((task, NotNow::NothingToArchive));
             continue;
         }
         let mut closes = None;

@@ -203,6 +203,8 @@ fn an_unreachable_primary_is_unknown_and_holds_the_gate_and_every_task() {
         started: now,
         rollout_active: false,
         running: &BTreeSet::new(),
+        has_backup: true,
+        has_verified: true,
     });
     assert!(start.is_empty(), "{start:?}");
     assert!(held.contains(&(Task::Backup, NotNow::PrimaryUnknown)), "{held:?}");
@@ -295,6 +297,8 @@ fn vacuum_is_due_only_in_the_window_and_never_during_a_rollout_or_lag() {
             started: datetime!(2026-12-01 00:00 UTC),
             rollout_active,
             running: &BTreeSet::new(),
+            has_backup: true,
+            has_verified: true,
         })
     };
     let in_window = datetime!(2026-12-02 06:20 UTC);
@@ -325,6 +329,8 @@ fn an_instant_missed_before_the_controller_started_is_a_catch_up_within_the_dead
         started: datetime!(2026-12-02 02:30 UTC),
         rollout_active: false,
         running: &BTreeSet::new(),
+        has_backup: true,
+        has_verified: true,
     });
     let b = start.iter().find(|d| d.task == Task::Backup).expect("backup due");
     assert_eq!((b.at, b.trigger), (datetime!(2026-12-02 02:00 UTC), Trigger::CatchUp));
@@ -336,6 +342,33 @@ fn an_instant_missed_before_the_controller_started_is_a_catch_up_within_the_dead
         started: datetime!(2026-12-02 03:00 UTC),
         rollout_active: false,
         running: &BTreeSet::new(),
+        has_backup: true,
+        has_verified: true,
     });
     assert!(start.iter().all(|d| d.task != Task::Backup), "{start:?}");
+}
+
+#[test]
+fn a_restore_test_waits_for_a_backup_and_the_archive_for_a_verified_one() {
+    let d = db();
+    let o = obs(0, None, false);
+    // Sunday 01:10: the restore test's instant is due.
+    let now = datetime!(2026-12-06 01:10 UTC);
+    let run = |has_backup, has_verified| {
+        due(&PlanInput {
+            db: &d,
+            obs: &o,
+            now,
+            started: now,
+            rollout_active: false,
+            running: &BTreeSet::new(),
+            has_backup,
+            has_verified,
+        })
+    };
+    let (start, held) = run(false, false);
+    assert!(start.iter().all(|x| x.task != Task::RestoreTest));
+    assert!(held.contains(&(Task::RestoreTest, NotNow::NothingToRestore)));
+    let (start, _) = run(true, false);
+    assert!(start.iter().any(|x| x.task == Task::RestoreTest));
 }

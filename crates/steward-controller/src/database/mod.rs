@@ -334,6 +334,13 @@ impl Controller {
             .map(|rt| rt.in_flight.keys().copied().collect())
             .unwrap_or_default();
         let rollout_active = self.load_rollout().is_some_and(|r| !r.phase.is_terminal());
+        let live: Vec<Backup> = self
+            .store
+            .backups(Some(&db.name))
+            .map_err(|e| error_chain(&e))?
+            .into_iter()
+            .filter(|b| b.deleted_at.is_none())
+            .collect();
         let (start, _held) = plan::due(&plan::Input {
             db,
             obs,
@@ -341,6 +348,8 @@ impl Controller {
             started: self.started,
             rollout_active,
             running: &running,
+            has_backup: !live.is_empty(),
+            has_verified: live.iter().any(Backup::verified),
         });
         for d in start {
             let run = new_run(&db.name, d.task, d.at, d.trigger, now);
