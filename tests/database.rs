@@ -247,6 +247,22 @@ fn lag_holds_a_rollout_and_replay_resuming_releases_it() {
     });
     let msg = ev["message"].as_str().unwrap();
     assert!(msg.contains("Database/gatedb") && msg.contains("127.0.0.1:15434"), "{msg}");
+    // The service's status says what it waits on.
+    let st = w.status_json();
+    let item = st["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["kind"] == "Service" && i["name"] == svc.as_str())
+        .cloned()
+        .unwrap();
+    let waiting = item["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["reason"] == "WaitingOn")
+        .unwrap_or_else(|| panic!("no WaitingOn condition: {item}"));
+    assert!(waiting["message"].as_str().unwrap().contains("Database/gatedb"), "{waiting}");
     // Held: the image stays v1 while the gate is closed.
     for _ in 0..5 {
         assert!(image(&svc).unwrap().contains("v1"), "the rollout must not start while the gate holds");
