@@ -10,12 +10,14 @@
 //! `steward-bench rollback` is a separate run (see `rollback.rs`): a bad image deployed over a
 //! healthy one, undone by steward and by Swarm alone. `steward-bench api` is another (see
 //! `api/mod.rs`): the HTTP API over a large store, memory with that store, push to converged.
+//! `steward-bench database` (see `database/mod.rs`): the Database kind on real PostgreSQL.
 //!
 //! Everything it creates is named `<prefix>-…` (default `bench-<pid>`) and removed at the end,
 //! also after a failure. It never touches other services and never prunes.
 
 mod api;
 mod cli;
+mod database;
 mod engine;
 mod rollback;
 mod schedule;
@@ -62,7 +64,8 @@ which must be a swarm manager with the image taxcollector-demo:v1 (scripts/demo-
 Markdown goes to stdout, progress to stderr.\n\n\
 steward-bench rollback --help: the rollback benchmark (a separate run).\n\
 steward-bench api --help: the API, GitOps and memory benchmark (a separate run).\n\
-steward-bench schedule --help: schedule start lateness and idle cost (a separate run).";
+steward-bench schedule --help: schedule start lateness and idle cost (a separate run).\n\
+steward-bench database --help: the Database kind on a real primary and replica (a separate run).";
 
 fn parse_args() -> anyhow::Result<Opts> {
     let mut o = Opts {
@@ -834,6 +837,9 @@ async fn main() -> ExitCode {
     }
     if std::env::args().nth(1).as_deref() == Some("schedule") {
         return schedule::main(std::env::args().skip(2).collect()).await;
+    }
+    if std::env::args().nth(1).as_deref() == Some("database") {
+        return database::main(std::env::args().skip(2).collect()).await;
     }
     let opts = match parse_args() {
         Ok(o) => o,

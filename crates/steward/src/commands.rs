@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use steward_backends::swarm::Swarm;
 use steward_controller::{prepare, Controller, PrepareError, RunOptions};
-use steward_plan::status::{ConditionType, EventRecord, ResourceStatus};
-use steward_store::{EventFilter, Store};
+use steward_plan::status::{ConditionType, ResourceStatus};
+use steward_store::Store;
 use time::OffsetDateTime;
 
 use crate::output::{emit, table, Format};
@@ -67,7 +67,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             follow,
             output,
             ref server,
-        } => events(&cli, since, follow, output, server.as_deref()),
+        } => crate::events::events(&cli, since, follow, output, server.as_deref()),
         Command::History { ref service, output } => history(&cli, service, output),
         Command::Rollback {
             ref service,
@@ -588,7 +588,7 @@ pub(crate) fn ago(t: OffsetDateTime) -> String {
 }
 
 /// GET `{server}{path}` as JSON from a running controller.
-fn api_get(server: &str, path: &str) -> anyhow::Result<serde_json::Value> {
+pub(crate) fn api_get(server: &str, path: &str) -> anyhow::Result<serde_json::Value> {
     let url = format!("{}{path}", server.trim_end_matches('/'));
     runtime()?.block_on(async {
         let r = reqwest::get(&url)
@@ -719,101 +719,4 @@ fn schedules_table(all: &[ResourceStatus]) -> String {
             &["SCHEDULE", "WHEN", "NEXT RUN", "LAST OUTCOME", "LAST SUCCESS", "ACTIVE"],
             &rows,
         )
-}
-
-pub(crate) fn event_rows(evs: &[EventRecord]) -> Vec<Vec<String>> {
-    evs.iter()
-        .map(|e| {
-            vec![
-                ago(e.last_seen),
-                e.type_.as_str().to_string(),
-                e.reason.clone(),
-                e.object.clone(),
-                e.count.to_string(),
-                e.message.clone(),
-            ]
-        })
-        .collect()
-}
-
-pub(crate) const EVENT_HEADER: [&str; 6] = ["LAST SEEN", "TYPE", "REASON", "OBJECT", "COUNT", "MESSAGE"];
-
-fn events(
-    cli: &Cli,
-    since: Option<Duration>,
-    follow: bool,
-    output: Format,
-    server: Option<&str>,
-) -> anyhow::Result<u8> {
-    let print = |evs: &[EventRecord], header: bool| match output {
-        Format::Json => {
-            for e in evs {
-                println!("{}", serde_json::to_string(e).expect("json"));
-            }
-        }
-        _ => {
-            let t = table(&EVENT_HEADER, &event_rows(evs));
-            if header {
-                print!("{t}");
-            } else {
-                print!("{}", t.split_once('\n').map_or("", |x| x.1));
-            }
-        }
-    };
-    if let Some(server) = server {
-        let query = since.map_or_else(String::new, |d| format!("?since={}s", d.as_secs().max(1)));
-        let evs: Vec<EventRecord> = serde_json::from_value(api_get(server, &format!("/api/v1/events{query}"))?)?;
-        print(&evs, true);
-        if follow {
-            follow_stream(server, |e| print(&[e], false))?;
-        }
-        return Ok(0);
-    }
-    let store = open_store(cli)?;
-    let filter = EventFilter {
-        since: since.map(|d| OffsetDateTime::now_utc() - d),
-        ..Default::default()
-    };
-    let evs = store.events(&filter)?;
-    print(&evs, true);
-    if !follow {
-        return Ok(0);
-    }
-    use std::io::Write;
-    let mut seq = store.latest_event_seq()?;
-    loop {
-        std::io::stdout().flush().ok();
-        std::thread::sleep(Duration::from_millis(500));
-        let (changed, new_seq) = store.events_changed_since(seq)?;
-        seq = new_seq;
-        if !changed.is_empty() {
-            print(&changed, false);
-        }
-    }
-}
-
-/// Prints events from a controller's server-sent-event stream until it ends.
-fn follow_stream(server: &str, mut on_event: impl FnMut(EventRecord)) -> anyhow::Result<()> {
-    use std::io::Write;
-    let url = format!("{}/api/v1/events/stream", server.trim_end_matches('/'));
-    runtime()?.block_on(async {
-        let mut r = reqwest::get(&url)
-            .await
-            .with_context(|| format!("cannot reach {url}"))?;
-        anyhow::ensure!(r.status().is_success(), "{url} answered {}", r.status());
-        let mut buf = String::new();
-        while let Some(chunk) = r.chunk().await.with_context(|| format!("reading {url}"))? {
-            buf.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(i) = buf.find('\n') {
-                let line: String = buf.drain(..=i).collect();
-                if let Some(data) = line.trim_end().strip_prefix("data:") {
-                    if let Ok(e) = serde_json::from_str::<EventRecord>(data.trim()) {
-                        on_event(e);
-                        std::io::stdout().flush().ok();
-                    }
-                }
-            }
-        }
-        Ok(())
-    })
 }

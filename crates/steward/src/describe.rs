@@ -8,7 +8,8 @@ use steward_core::status::ResourceStatus;
 use steward_core::{rfc3339, Kind, ObjectRef};
 use steward_store::EventFilter;
 
-use crate::commands::{ago, event_rows, manifest_paths, open_store, EVENT_HEADER};
+use crate::commands::{ago, manifest_paths, open_store};
+use crate::events::{event_rows, EVENT_HEADER};
 use crate::output::{emit, table, Format};
 use crate::schedules::{run_rows, RUN_HEADER};
 use crate::Cli;

@@ -4,6 +4,7 @@ mod commands;
 mod databases;
 mod describe;
 mod describe_database;
+mod events;
 mod import;
 mod output;
 mod schedules;
