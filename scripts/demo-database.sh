@@ -15,6 +15,7 @@ if [[ "$("${PSQL[@]}" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname 
 fi
 "${PSQL[@]}" -d taxcollector_demo <<'SQL'
 SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
 CREATE TABLE IF NOT EXISTS vehicles_vehicule (id bigserial PRIMARY KEY, plate text NOT NULL, owner text NOT NULL);
 INSERT INTO vehicles_vehicule (plate, owner)
     SELECT 'TAA-' || g, 'owner ' || g FROM generate_series(1, 5000) g

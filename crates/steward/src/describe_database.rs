@@ -105,10 +105,11 @@ pub fn report_text(st: &ResourceStatus) -> String {
                     format!("UNREACHABLE: {}", s(x, "error"))
                 },
                 s(x, "version"),
-                x.get("connections")
-                    .and_then(Value::as_object)
-                    .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "))
-                    .unwrap_or_else(|| "-".into()),
+                match x.get("connections").and_then(Value::as_object) {
+                    None => "-".into(),
+                    Some(m) if m.is_empty() => "0".into(),
+                    Some(m) => m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
+                },
                 x.get("longestTransactionSeconds")
                     .and_then(Value::as_f64)
                     .map_or("-".into(), |t| format!("{t:.0}s")),

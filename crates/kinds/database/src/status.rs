@@ -278,6 +278,10 @@ pub fn conditions(i: &Input<'_>) -> Vec<Decided> {
                     p.server.longest_transaction.as_deref().unwrap_or("?")
                 ));
             }
+            if let Some(Err(why)) = obs.stats.as_ref().map(|s| &s.statements) {
+                // Not an error of the database: the statement statistics are simply not there.
+                msg.push_str(&format!("; top statements unknown: {why}"));
+            }
             let reason = match (over, long.is_some()) {
                 (true, _) => "TooManyConnections",
                 (false, true) => "LongTransaction",

@@ -169,7 +169,11 @@ pub fn apply_retention(db: &DatabaseState, store: &Store, out: &mut TaskOutcome)
             out.logs.push_str(&format!("\ndeleted {} but cannot record it: {}", b.file, error_chain(&e)));
             continue;
         }
-        let msg = format!("backup {} deleted by retention ({:?})", b.file, spec.retention);
+        let r = &spec.retention;
+        let msg = format!(
+            "backup {} deleted by retention (keeps the newest of {} days, {} weeks, {} months and the newest verified)",
+            b.file, r.daily, r.weekly, r.monthly
+        );
         out.logs.push_str(&format!("\n{msg}"));
         out.events.push((Reason::BackupPruned, msg));
     }

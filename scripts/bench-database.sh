@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Builds steward-bench (release) and runs its Database benchmark (`steward-bench database`)
+# against the local PostgreSQL primary and streaming replica of scripts/ensure-postgres-replica.sh:
+# observation cost, backup and restore test against pg_dump / pg_restore by hand, and the time
+# from lag to the deploy gate holding (see docs/BENCHMARKS.md, "Database").
+#
+# It prepares the data in a scratch database of its own on the primary, steward_bench_<pid of
+# this script>: 200 small tables (500 rows each, a tenth deleted) and 4 tables of generated rows
+# worth about BENCH_DB_MB MiB with their indexes (default 1000). The database is dropped at the
+# end, also when the bench fails or is interrupted; replay on the replica is resumed then too
+# (the bench pauses it in its gate section and resumes it itself; this is the backstop). No other
+# database is touched.
+#
+# Markdown goes to stdout and to target/bench/database-<timestamp>.md; progress to stderr.
+# Extra arguments are passed to steward-bench database (--help lists them).
+#
+# Environment: BENCH_DB_MB (1000), BENCH_DB_TIMEOUT_SECS (the bench's hard limit, 2700).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+SIZE_MB="${BENCH_DB_MB:-1000}"
+TIMEOUT_SECS="${BENCH_DB_TIMEOUT_SECS:-2700}"
+DB="steward_bench_$$"
+WORK="${TMPDIR:-/tmp}/steward-bench-db-$$"
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+BENCH_PID=""
+
+log() { echo "bench-database: $*" >&2; }
+
+PG_BIN=""
+for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+    if [[ -x "${d}/psql" && -x "${d}/pg_dump" ]]; then PG_BIN="${d}"; break; fi
+done
+[[ -n "${PG_BIN}" ]] || { log "no PostgreSQL client binaries under /usr/lib/postgresql/*/bin"; exit 1; }
+
+as_postgres() {
+    if [[ "$(id -u)" == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# Stops a bench that is still running (the time limit, an interrupt): its own children first
+# (a throwaway restore server is one; a postmaster runs in its own directory), by PID.
+stop_bench() {
+    [[ -n "${BENCH_PID}" ]] && kill -0 "${BENCH_PID}" 2>/dev/null || return 0
+    local kids k dir
+    kids="$(pgrep -P "${BENCH_PID}" || true)"
+    log "stopping the bench (pid ${BENCH_PID}; children: ${kids//$'\n'/ })"
+    kill "${BENCH_PID}" 2>/dev/null || true
+    wait "${BENCH_PID}" 2>/dev/null || true
+    for k in ${kids}; do
+        dir="$(readlink "/proc/${k}/cwd" 2>/dev/null || true)"
+        if [[ "$(cat "/proc/${k}/comm" 2>/dev/null)" == postgres && "$(basename "${dir}")" == steward-restore-* ]]; then
+            as_postgres "${PG_BIN}/pg_ctl" -D "${dir}/data" -m immediate -w -t 20 stop >/dev/null 2>&1 || true
+            rm -rf "${dir}"
+        fi
+        kill "${k}" 2>/dev/null || true
+    done
+}
+
+cleanup() {
+    stop_bench
+    # The restore by hand's server lives in the work directory.
+    if [[ -f "${WORK}/manual-server/data/postmaster.pid" ]]; then
+        as_postgres "${PG_BIN}/pg_ctl" -D "${WORK}/manual-server/data" -m immediate -w -t 20 stop >/dev/null 2>&1 || true
+    fi
+    rm -rf "${WORK}"
+    if [[ -n "${REPLICA:-}" ]]; then
+        "${PG_BIN}/psql" -X -q -d "${REPLICA}/postgres" -c "SELECT pg_wal_replay_resume()" >/dev/null 2>&1 ||
+            log "could not resume replay on ${REPLICA}: run SELECT pg_wal_replay_resume() there"
+    fi
+    if [[ -n "${PRIMARY:-}" ]]; then
+        PGOPTIONS="-c client_min_messages=warning" "${PG_BIN}/psql" -X -q -d "${PRIMARY}/postgres" \
+            -c "DROP DATABASE IF EXISTS ${DB} WITH (FORCE)" >/dev/null 2>&1 || log "could not drop ${DB}"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+cargo build --release -p steward-bench
+
+mapfile -t URLS < <(scripts/ensure-postgres-replica.sh)
+PRIMARY="${URLS[0]%/*}"
+REPLICA="${URLS[1]%/*}"
+psql_db() { "${PG_BIN}/psql" -X -q -v ON_ERROR_STOP=1 -d "${PRIMARY}/${DB}" "$@"; }
+
+ROWS=$(( SIZE_MB * 1048576 / 177 / 4 ))  # 177 bytes a row with both indexes, measured
+log "preparing ${DB} on ${PRIMARY}: 200 small tables, 4 × ${ROWS} rows"
+t0=${SECONDS}
+"${PG_BIN}/psql" -X -q -v ON_ERROR_STOP=1 -d "${PRIMARY}/postgres" -c "CREATE DATABASE ${DB}"
+psql_db -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
+psql_db <<'SQL'
+DO $$
+BEGIN
+  FOR i IN 1..200 LOOP
+    EXECUTE format('CREATE TABLE small_%s (id int PRIMARY KEY, name text NOT NULL, amount numeric(12,2), '
+                   'updated_at timestamptz NOT NULL DEFAULT now())', lpad(i::text, 3, '0'));
+    EXECUTE format('INSERT INTO small_%s (id, name, amount) SELECT g, ''item '' || g, g * 1.5 '
+                   'FROM generate_series(1, 500) g', lpad(i::text, 3, '0'));
+    EXECUTE format('DELETE FROM small_%s WHERE id %% 10 = 0', lpad(i::text, 3, '0'));
+  END LOOP;
+END $$;
+SQL
+for n in 1 2 3 4; do
+    psql_db <<SQL
+CREATE TABLE big_${n} (id bigint, customer_id int, amount numeric(12,2), status text, note text, created_at timestamptz);
+INSERT INTO big_${n}
+  SELECT g, (g * 7919) % 100000, ((g * 31) % 100000) / 100.0, (ARRAY['paid','due','late','refunded'])[1 + g % 4],
+         md5(g::text) || ' ' || md5((g + ${n})::text), timestamptz '2024-01-01' + g * interval '1 second'
+  FROM generate_series(1, ${ROWS}) g;
+ALTER TABLE big_${n} ADD PRIMARY KEY (id);
+CREATE INDEX ON big_${n} (customer_id);
+SQL
+done
+psql_db -c "VACUUM ANALYZE" >/dev/null
+# A few statements for pg_stat_statements to list.
+psql_db -c "SELECT status, count(*), avg(amount) FROM big_1 GROUP BY status" >/dev/null
+psql_db -c "SELECT count(*) FROM big_2 WHERE customer_id = 42" >/dev/null
+log "prepared in $(( SECONDS - t0 )) s: $(psql_db -At -c "SELECT pg_size_pretty(pg_database_size(current_database()))")"
+# The replica replays the 1 GB of WAL before anything is measured (bounded).
+for _ in $(seq 1 600); do
+    behind="$("${PG_BIN}/psql" -X -At -d "${PRIMARY}/postgres" -c \
+        "SELECT coalesce(max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)), -1) FROM pg_stat_replication")"
+    [[ "${behind}" == 0 ]] && break
+    sleep 1
+done
+log "replica ${behind} bytes behind"
+
+mkdir -p "${TARGET_DIR}/bench"
+out="${TARGET_DIR}/bench/database-$(date -u +%Y%m%dT%H%M%SZ).md"
+"${TARGET_DIR}/release/steward-bench" database --db "${DB}" --primary "${PRIMARY}" --replica "${REPLICA}" \
+    --work "${WORK}" "$@" >"${out}" &
+BENCH_PID=$!
+deadline=$(( SECONDS + TIMEOUT_SECS ))
+while kill -0 "${BENCH_PID}" 2>/dev/null; do
+    if (( SECONDS > deadline )); then
+        log "the bench exceeded ${TIMEOUT_SECS} s"
+        stop_bench
+        break
+    fi
+    sleep 1
+done
+rc=0
+wait "${BENCH_PID}" 2>/dev/null || rc=$?
+BENCH_PID=""
+cat "${out}"
+log "results in ${out}"
+exit "${rc}"
