@@ -112,16 +112,28 @@ fn backups_json(w: &World, db: &str) -> Vec<serde_json::Value> {
 #[test]
 fn backup_then_restore_test_passes_with_a_measured_rto_and_a_corrupted_file_fails() {
     let Some(db) = TestDb::create("backup_then_restore_test") else { return };
-    let w = World::new("dbbackup");
+    let mut w = World::new("dbbackup");
+    // The password (ignored by the test servers' trust authentication) must never be written
+    // anywhere: not in output, logs, events, status or the store.
+    let password = format!("pw-{}-never-printed", std::process::id());
+    w.env.push(("STEWARD_E2E_DB_PASSWORD".into(), password.clone()));
     let dir = w.dir.path().join("backups");
     w.write(
         "db.yaml",
-        &database_doc("db", &db.url(PRIMARY_PORT), &db.url(REPLICA_PORT), dir.to_str().unwrap(), ""),
+        &database_doc(
+            "db",
+            &db.url(PRIMARY_PORT),
+            &db.url(REPLICA_PORT),
+            dir.to_str().unwrap(),
+            "  passwordFrom: {env: STEWARD_E2E_DB_PASSWORD}\n",
+        ),
     );
+    let mut outputs = String::new();
     let m = w.manifests();
     let m = m.to_str().unwrap();
     let o = w.steward(&["backup", "db", "--path", m]);
     ok(&o);
+    outputs.push_str(&format!("{}{}", stdout(&o), stderr(&o)));
     let list = backups_json(&w, "db");
     assert_eq!(list.len(), 1, "{list:?}");
     let file = list[0]["file"].as_str().unwrap().to_string();
@@ -140,6 +152,7 @@ fn backup_then_restore_test_passes_with_a_measured_rto_and_a_corrupted_file_fail
 
     let o = w.steward(&["restore-test", "db", "--path", m]);
     ok(&o);
+    outputs.push_str(&format!("{}{}", stdout(&o), stderr(&o)));
     let list = backups_json(&w, "db");
     assert_eq!(list[0]["verified"], true, "{list:?}");
     let rt = &list[0]["restoreTest"];
@@ -164,7 +177,6 @@ fn backup_then_restore_test_passes_with_a_measured_rto_and_a_corrupted_file_fail
     assert!(stdout(&o).contains("checksum"), "{}", stdout(&o));
     let list = backups_json(&w, "db");
     assert_eq!(list[0]["verified"], false, "{list:?}");
-    let mut w = w;
     w.write("stack.yaml", &w.stack_doc(false));
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
@@ -197,6 +209,21 @@ fn backup_then_restore_test_passes_with_a_measured_rto_and_a_corrupted_file_fail
         .iter()
         .any(|e| e["reason"] == "RestoreTestFailed" && e["type"] == "Warning");
     assert!(warned, "a Warning event says the restore test failed");
+    for args in [&["status", "-o", "json"][..], &["events", "-o", "json"], &["describe", "Database/db", "-o", "json"]] {
+        let o = w.steward(args);
+        outputs.push_str(&format!("{}{}", stdout(&o), stderr(&o)));
+    }
+    outputs.push_str(&w.run_log(0));
+    assert!(!outputs.contains(&password), "the password was printed");
+    // The store with its write-ahead log.
+    for f in std::fs::read_dir(w.state.parent().unwrap()).unwrap().flatten() {
+        let bytes = std::fs::read(f.path()).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(&password),
+            "the password is in {}",
+            f.path().display()
+        );
+    }
 }
 
 #[test]
