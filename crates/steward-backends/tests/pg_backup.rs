@@ -109,6 +109,12 @@ fn a_backup_appears_complete_under_its_name_with_the_checksum_sha256sum_computes
     assert_eq!(b.size_bytes, len);
     assert_eq!(b.sha256, sha256sum(&b.path));
     assert_eq!(b.sha256, sha256_file(&b.path).unwrap());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&b.path).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "the owner's only"
+    );
     assert!(b.duration_seconds > 0.0);
     assert_eq!(names(dir.path()), ["db.dump"], "no .partial left");
 
