@@ -113,17 +113,30 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn validate(paths: &[PathBuf], resolve: bool) -> u8 {
-    let checked = if resolve {
-        prepare(paths).map(|d| (d.stack, d.services.len()))
-    } else {
-        steward_manifest::load_paths(paths)
-            .map(|d| (d.stack, d.services.len()))
-            .map_err(PrepareError::Invalid)
+    // What the summary counts: each kind present, in the registry's order.
+    let counts = |d: &steward_manifest::DesiredState| {
+        [
+            (d.services.len(), "services"),
+            (d.schedules.len(), "schedules"),
+            (d.networks.len(), "networks"),
+            (d.volumes.len(), "volumes"),
+            (d.databases.len(), "databases"),
+        ]
+        .iter()
+        .enumerate()
+        .filter(|(i, (n, _))| *i == 0 || *n > 0)
+        .map(|(_, (n, what))| format!("{n} {what}"))
+        .collect::<Vec<_>>()
+        .join(", ")
     };
+    let checked = steward_manifest::load_paths(paths)
+        .map(|d| (d.stack.clone(), counts(&d)))
+        .map_err(PrepareError::Invalid)
+        .and_then(|c| if resolve { prepare(paths).map(|_| c) } else { Ok(c) });
     print_warnings(paths);
     match checked {
-        Ok((stack, n)) => {
-            println!("valid: stack {stack}, {n} services");
+        Ok((stack, summary)) => {
+            println!("valid: stack {stack}, {summary}");
             0
         }
         Err(PrepareError::Invalid(errs)) => {
