@@ -38,31 +38,31 @@ as_postgres() {
     if [[ "$(id -u)" == 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
-# Stops a bench that is still running (the time limit, an interrupt): its own children first
-# (a throwaway restore server is one; a postmaster runs in its own directory), by PID.
+# Stops a bench that is still running (the time limit, an interrupt): it runs in a process group
+# of its own (setsid), which gets SIGTERM, then SIGKILL if anything is left after 10 s.
 stop_bench() {
     [[ -n "${BENCH_PID}" ]] && kill -0 "${BENCH_PID}" 2>/dev/null || return 0
-    local kids k dir
-    kids="$(pgrep -P "${BENCH_PID}" || true)"
-    log "stopping the bench (pid ${BENCH_PID}; children: ${kids//$'\n'/ })"
-    kill "${BENCH_PID}" 2>/dev/null || true
-    wait "${BENCH_PID}" 2>/dev/null || true
-    for k in ${kids}; do
-        dir="$(readlink "/proc/${k}/cwd" 2>/dev/null || true)"
-        if [[ "$(cat "/proc/${k}/comm" 2>/dev/null)" == postgres && "$(basename "${dir}")" == steward-restore-* ]]; then
-            as_postgres "${PG_BIN}/pg_ctl" -D "${dir}/data" -m immediate -w -t 20 stop >/dev/null 2>&1 || true
-            rm -rf "${dir}"
-        fi
-        kill "${k}" 2>/dev/null || true
+    log "stopping the bench (process group ${BENCH_PID})"
+    kill -TERM -- "-${BENCH_PID}" 2>/dev/null
+    for _ in $(seq 1 20); do
+        pgrep -g "${BENCH_PID}" >/dev/null || break
+        sleep 0.5
     done
+    kill -KILL -- "-${BENCH_PID}" 2>/dev/null
+    wait "${BENCH_PID}" 2>/dev/null
+    sleep 1
 }
 
+# Never stops half-way: every step is tried (no errexit in here).
 cleanup() {
+    set +e
     stop_bench
-    # The restore by hand's server lives in the work directory.
-    if [[ -f "${WORK}/manual-server/data/postmaster.pid" ]]; then
-        as_postgres "${PG_BIN}/pg_ctl" -D "${WORK}/manual-server/data" -m immediate -w -t 20 stop >/dev/null 2>&1 || true
-    fi
+    # Servers of the bench live in the work directory: the restore by hand's (pg_ctl starts it
+    # detached) and steward's throwaway ones (the bench's TMPDIR is in there too).
+    local pid
+    for pid in $(find "${WORK}" -maxdepth 5 -name postmaster.pid 2>/dev/null); do
+        as_postgres "${PG_BIN}/pg_ctl" -D "$(dirname "${pid}")" -m immediate -w -t 20 stop >/dev/null 2>&1
+    done
     rm -rf "${WORK}"
     if [[ -n "${REPLICA:-}" ]]; then
         "${PG_BIN}/psql" -X -q -d "${REPLICA}/postgres" -c "SELECT pg_wal_replay_resume()" >/dev/null 2>&1 ||
@@ -97,7 +97,6 @@ BEGIN
                    'updated_at timestamptz NOT NULL DEFAULT now())', lpad(i::text, 3, '0'));
     EXECUTE format('INSERT INTO small_%s (id, name, amount) SELECT g, ''item '' || g, g * 1.5 '
                    'FROM generate_series(1, 500) g', lpad(i::text, 3, '0'));
-    EXECUTE format('DELETE FROM small_%s WHERE id %% 10 = 0', lpad(i::text, 3, '0'));
   END LOOP;
 END $$;
 SQL
@@ -105,14 +104,23 @@ for n in 1 2 3 4; do
     psql_db <<SQL
 CREATE TABLE big_${n} (id bigint, customer_id int, amount numeric(12,2), status text, note text, created_at timestamptz);
 INSERT INTO big_${n}
-  SELECT g, (g * 7919) % 100000, ((g * 31) % 100000) / 100.0, (ARRAY['paid','due','late','refunded'])[1 + g % 4],
-         md5(g::text) || ' ' || md5((g + ${n})::text), timestamptz '2024-01-01' + g * interval '1 second'
+  SELECT g, (g::bigint * 7919) % 100000, ((g * 31) % 100000) / 100.0, (ARRAY['paid','due','late','refunded'])[1 + g % 4],
+         md5(g::text) || ' ' || md5(g::text || 'k${n}'), timestamptz '2024-01-01' + g * interval '1 second'
   FROM generate_series(1, ${ROWS}) g;
 ALTER TABLE big_${n} ADD PRIMARY KEY (id);
 CREATE INDEX ON big_${n} (customer_id);
 SQL
 done
 psql_db -c "VACUUM ANALYZE" >/dev/null
+# Dead tuples in the small tables (50 of 500 rows each: under autovacuum's threshold).
+psql_db <<'SQL'
+DO $$
+BEGIN
+  FOR i IN 1..200 LOOP
+    EXECUTE format('DELETE FROM small_%s WHERE id %% 10 = 0', lpad(i::text, 3, '0'));
+  END LOOP;
+END $$;
+SQL
 # A few statements for pg_stat_statements to list.
 psql_db -c "SELECT status, count(*), avg(amount) FROM big_1 GROUP BY status" >/dev/null
 psql_db -c "SELECT count(*) FROM big_2 WHERE customer_id = 42" >/dev/null
@@ -129,7 +137,10 @@ log "replica ${behind} bytes behind"
 
 mkdir -p "${TARGET_DIR}/bench"
 out="${TARGET_DIR}/bench/database-$(date -u +%Y%m%dT%H%M%SZ).md"
-"${TARGET_DIR}/release/steward-bench" database --db "${DB}" --primary "${PRIMARY}" --replica "${REPLICA}" \
+# TMPDIR: steward's throwaway restore servers are made in the work directory, so nothing of
+# theirs can outlive the run even if the bench is killed.
+mkdir -p "${WORK}/tmp"
+TMPDIR="${WORK}/tmp" setsid "${TARGET_DIR}/release/steward-bench" database --db "${DB}" --primary "${PRIMARY}" --replica "${REPLICA}" \
     --work "${WORK}" "$@" >"${out}" &
 BENCH_PID=$!
 deadline=$(( SECONDS + TIMEOUT_SECS ))

@@ -9,7 +9,8 @@
 #   STEWARD_PG_REPL_DIR      data directories, sockets and logs (default /tmp/steward-pg-repl)
 #
 # Authentication is `trust` on loopback only: throw-away test data. The replica is listed in
-# the primary's pg_stat_replication as application_name `replica1`.
+# the primary's pg_stat_replication as application_name `replica1` and streams from the physical
+# slot `replica1`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -70,18 +71,53 @@ CONF
     as_postgres "${BIN}/pg_ctl" -D "${DIR}/primary" -l "${DIR}/primary.log" -w -t "${READY_TIMEOUT_SECS}" start >/dev/null 9>&-
 fi
 wait_ready "${PRIMARY_PORT}"
-PGOPTIONS="-c client_min_messages=warning" "${BIN}/psql" -X -q -h 127.0.0.1 -p "${PRIMARY_PORT}" -U postgres -d postgres \
-    -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
+psql_primary() {
+    PGOPTIONS="-c client_min_messages=warning" "${BIN}/psql" -X -q -At -h 127.0.0.1 -p "${PRIMARY_PORT}" \
+        -U postgres -d postgres -c "$1"
+}
+psql_primary "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
+# A physical slot keeps the WAL a stopped or paused replica still needs (tests stop it and
+# write meanwhile), bounded so that a replica gone for good cannot fill the disk.
+psql_primary "ALTER SYSTEM SET max_slot_wal_keep_size = '4GB'" >/dev/null
+psql_primary "SELECT pg_reload_conf()" >/dev/null
+psql_primary "SELECT pg_create_physical_replication_slot('replica1', true)
+              WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = 'replica1')" >/dev/null
+
+stop_replica() {
+    as_postgres "${BIN}/pg_ctl" -D "${DIR}/replica" -m fast -w -t "${READY_TIMEOUT_SECS}" stop >/dev/null 2>&1 9>&- || true
+}
+# A replica made before it had a slot, or one the primary no longer streams to (its WAL was
+# recycled while it was down), is cloned again: a test replica that cannot catch up is useless.
+if [[ -s "${DIR}/replica/PG_VERSION" ]] && ! grep -q "primary_slot_name = 'replica1'" "${DIR}/replica/postgresql.auto.conf"; then
+    log "the replica has no replication slot: cloning it again"
+    stop_replica
+    rm -rf "${DIR}/replica"
+fi
+if ready "${REPLICA_PORT}"; then
+    streaming=""
+    for ((i = 0; i < 20; i++)); do
+        streaming="$(psql_primary "SELECT 1 FROM pg_stat_replication WHERE application_name = 'replica1' AND state = 'streaming'")"
+        [[ "${streaming}" == 1 ]] && break
+        sleep 0.5
+    done
+    if [[ "${streaming}" != 1 ]] && grep -q "has already been removed" "${DIR}/replica.log" 2>/dev/null; then
+        log "the replica cannot catch up (its WAL was removed): cloning it again"
+        stop_replica
+        rm -rf "${DIR}/replica"
+        : >"${DIR}/replica.log"
+    fi
+fi
 
 if ! ready "${REPLICA_PORT}"; then
     if [[ ! -s "${DIR}/replica/PG_VERSION" ]]; then
         log "cloning the replica with pg_basebackup"
         rm -rf "${DIR}/replica"
         as_postgres "${BIN}/pg_basebackup" -h 127.0.0.1 -p "${PRIMARY_PORT}" -U postgres \
-            -D "${DIR}/replica" -R -X stream >"${DIR}/basebackup.log" 2>&1 9>&-
+            -D "${DIR}/replica" -R -X stream -S replica1 >"${DIR}/basebackup.log" 2>&1 9>&-
         cat >>"${DIR}/replica/postgresql.auto.conf" <<CONF
 port = ${REPLICA_PORT}
 primary_conninfo = 'host=127.0.0.1 port=${PRIMARY_PORT} user=postgres application_name=replica1'
+primary_slot_name = 'replica1'
 CONF
     fi
     as_postgres "${BIN}/pg_ctl" -D "${DIR}/replica" -l "${DIR}/replica.log" -w -t "${READY_TIMEOUT_SECS}" start >/dev/null 9>&-

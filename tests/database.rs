@@ -6,15 +6,24 @@
 //! the window.
 
 use std::process::Command;
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use steward_e2e::*;
 
 const PRIMARY_PORT: u16 = 15433;
 const REPLICA_PORT: u16 = 15434;
-/// Tests that pause replay on the shared replica run one at a time.
-static REPLICA: Mutex<()> = Mutex::new(());
+/// The shared replica: tests that pause or stop it hold it exclusively; the others (which need
+/// it streaming, or a vacuum that a lagging replica would hold) share it.
+static REPLICA: RwLock<()> = RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    REPLICA.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    REPLICA.write().unwrap_or_else(|e| e.into_inner())
+}
 
 fn psql(port: u16, db: &str, sql: &str) -> Result<String, String> {
     let o = Command::new("psql")
@@ -111,6 +120,7 @@ fn backups_json(w: &World, db: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn backup_then_restore_test_passes_with_a_measured_rto_and_a_corrupted_file_fails() {
+    let _replica = shared();
     let Some(db) = TestDb::create("backup_then_restore_test") else { return };
     let mut w = World::new("dbbackup");
     // The password (ignored by the test servers' trust authentication) must never be written
@@ -228,11 +238,11 @@ fn backup_then_restore_test_passes_with_a_measured_rto_and_a_corrupted_file_fail
 
 #[test]
 fn lag_holds_a_rollout_and_replay_resuming_releases_it() {
+    let _replica = exclusive();
     if !require_swarm("lag_holds_a_rollout") {
         return;
     }
     let Some(db) = TestDb::create("lag_holds_a_rollout") else { return };
-    let _serial = REPLICA.lock().unwrap_or_else(|e| e.into_inner());
     let _resume = ResumeReplay;
     let mut w = World::new("dbgate");
     let svc = w.svc("web");
@@ -274,21 +284,16 @@ fn lag_holds_a_rollout_and_replay_resuming_releases_it() {
     });
     let msg = ev["message"].as_str().unwrap();
     assert!(msg.contains("Database/gatedb") && msg.contains("127.0.0.1:15434"), "{msg}");
-    // The service's status says what it waits on.
-    let st = w.status_json();
-    let item = st["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["kind"] == "Service" && i["name"] == svc.as_str())
-        .cloned()
-        .unwrap();
-    let waiting = item["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["reason"] == "WaitingOn")
-        .unwrap_or_else(|| panic!("no WaitingOn condition: {item}"));
+    // The service's status says what it waits on (written at the end of the pass that held it).
+    let waiting = wait_for("a WaitingOn condition on the service", Duration::from_secs(30), || {
+        let st = w.status_json();
+        let item = st["items"]
+            .as_array()?
+            .iter()
+            .find(|i| i["kind"] == "Service" && i["name"] == svc.as_str())?
+            .clone();
+        item["conditions"].as_array()?.iter().find(|c| c["reason"] == "WaitingOn").cloned()
+    });
     assert!(waiting["message"].as_str().unwrap().contains("Database/gatedb"), "{waiting}");
     // Held: the image stays v1 while the gate is closed.
     for _ in 0..5 {
@@ -305,6 +310,7 @@ fn lag_holds_a_rollout_and_replay_resuming_releases_it() {
 
 #[test]
 fn an_unreachable_replica_and_a_stopped_primary_are_unknown_and_nothing_acts() {
+    let _replica = shared();
     let Some(db) = TestDb::create("unreachable") else { return };
     let mut w = World::new("dbdown");
     let dead = free_port();
@@ -354,6 +360,7 @@ fn an_unreachable_replica_and_a_stopped_primary_are_unknown_and_nothing_acts() {
 
 #[test]
 fn a_bloated_table_is_vacuumed_in_the_window_and_its_dead_tuples_drop() {
+    let _replica = shared();
     let Some(db) = TestDb::create("vacuum") else { return };
     psql(
         PRIMARY_PORT,
@@ -417,6 +424,7 @@ fn kill_matching(needle: &str) {
 
 #[test]
 fn a_backup_killed_mid_way_leaves_no_counted_file_and_the_next_one_succeeds() {
+    let _replica = shared();
     let Some(db) = TestDb::create("killed_backup") else { return };
     // About 150 MB of incompressible rows: pg_dump takes seconds, long enough to be killed.
     psql(
@@ -471,4 +479,89 @@ fn a_backup_killed_mid_way_leaves_no_counted_file_and_the_next_one_succeeds() {
     assert!(outcomes.contains(&"Succeeded") && outcomes.contains(&"Failed"), "{outcomes:?}");
     let abandoned = w.events_json().iter().any(|e| e["reason"] == "RunAbandoned");
     assert!(abandoned, "the abandoned run is an event");
+}
+
+/// Starts the shared replica again (the project's script starts whatever is not answering),
+/// whatever the test did.
+struct RestartReplica;
+impl Drop for RestartReplica {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/ensure-postgres-replica.sh"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// `pg_ctl stop` of the shared replica (as the server's OS user).
+fn pg_ctl_replica(action: &str) -> std::process::Output {
+    let dir = std::env::var("STEWARD_PG_REPL_DIR").unwrap_or_else(|_| "/tmp/steward-pg-repl".into());
+    let bin = std::fs::read_dir("/usr/lib/postgresql")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("bin/pg_ctl"))
+        .find(|p| p.exists())
+        .expect("pg_ctl");
+    let data = format!("{dir}/replica");
+    let mut cmd = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(&bin);
+        c
+    } else {
+        Command::new(&bin)
+    };
+    cmd.args(["-D", &data, "-m", "fast", "-w", "-t", "60", action])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+#[test]
+fn a_stopped_replica_is_never_reported_zero_seconds_behind() {
+    let _replica = exclusive();
+    let Some(db) = TestDb::create("stopped_replica") else { return };
+    let _restart = RestartReplica;
+    let mut w = World::new("dbstop");
+    let dir = w.dir.path().join("backups");
+    w.write(
+        "db.yaml",
+        &format!(
+            "{}{}",
+            w.stack_doc(false),
+            database_doc("sdb", &db.url(PRIMARY_PORT), &db.url(REPLICA_PORT), dir.to_str().unwrap(), "")
+        ),
+    );
+    w.spawn_run(&[]);
+    wait_for("replication healthy first", Duration::from_secs(60), || {
+        w.condition("Database", "sdb", "ReplicationHealthy").filter(|c| c.0 == "True")
+    });
+    let o = pg_ctl_replica("stop");
+    assert!(o.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&o.stderr));
+    // The primary keeps writing; the replica receives nothing.
+    psql(PRIMARY_PORT, &db.name, "INSERT INTO vehicles_vehicule (plate) SELECT 'S-' || g FROM generate_series(1, 1000) g").unwrap();
+    let c = wait_for("ReplicationHealthy no longer True", Duration::from_secs(60), || {
+        w.condition("Database", "sdb", "ReplicationHealthy").filter(|c| c.0 != "True")
+    });
+    assert_eq!(c.0, "Unknown", "{c:?}");
+    let d = details(&w, "sdb").unwrap();
+    let lag = &d["replication"][0];
+    assert!(lag["seconds"].is_null(), "a stopped replica is given no lag figure: {lag}");
+    assert_ne!(lag["verdict"], "Healthy", "{lag}");
+    let failover = w.condition("Database", "sdb", "FailoverReady").unwrap();
+    assert_eq!(failover.0, "False", "{failover:?}");
+    // Started the way the project starts it (its log in a file: a server started with our pipes
+    // as its output would hold them open).
+    let started = Command::new(repo_root().join("scripts/ensure-postgres-replica.sh"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(started.success(), "the replica did not start again");
+    wait_for("replication healthy again", Duration::from_secs(90), || {
+        w.condition("Database", "sdb", "ReplicationHealthy").filter(|c| c.0 == "True")
+    });
 }

@@ -56,6 +56,40 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self").map(|m| m.uid()).ok() == Some(0)
 }
 
+/// Measurements by label, in first-seen order: every run's value, a size.
+#[derive(Default)]
+struct Table {
+    rows: Vec<(String, Vec<f64>, String)>,
+}
+
+impl Table {
+    fn push(&mut self, label: &str, secs: f64, size: String) {
+        match self.rows.iter_mut().find(|r| r.0 == label) {
+            Some(r) => {
+                r.1.push(secs);
+                r.2 = size;
+            }
+            None => self.rows.push((label.to_string(), vec![secs], size)),
+        }
+    }
+
+    fn mean(&self, label: &str) -> f64 {
+        self.rows
+            .iter()
+            .find(|r| r.0 == label)
+            .map_or(f64::NAN, |r| r.1.iter().sum::<f64>() / r.1.len() as f64)
+    }
+
+    fn write(&self, out: &mut String, with_size: bool) {
+        for (label, xs, size) in &self.rows {
+            let each: Vec<String> = xs.iter().map(|x| format!("{x:.2} s")).collect();
+            let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+            let size = if with_size { format!(" {size} |") } else { String::new() };
+            let _ = writeln!(out, "| {label} | {} | {} | {mean:.2} s |{size}", xs.len(), each.join(", "));
+        }
+    }
+}
+
 /// A server started by hand (as an operator would: initdb, pg_ctl), stopped and removed on drop.
 struct ManualServer {
     dir: PathBuf,
@@ -193,12 +227,14 @@ pub fn run(o: &Opts, left: Duration) -> anyhow::Result<String> {
     }];
 
     // Dumps: by hand and steward's, alternated; then the directory format.
-    let mut rows: Vec<(String, f64, String)> = Vec::new();
-    let (mut manual_fc, mut steward_fc, mut sha_times) = (Vec::new(), Vec::new(), Vec::new());
+    let mut dumps = Table::default();
     let mut kept: Option<BackupFile> = None;
     let mut per_dump = Duration::from_secs(60);
+    const MANUAL_FC: &str = "`pg_dump -Fc -f FILE` by hand";
+    const STEWARD_FC: &str = "`pg_backup::take_backup` (pg_dump -Fc into a pipe, sha256 on the way, fsync, link, fsync dir)";
+    const SHA: &str = "`sha256sum FILE` of that -Fc file by hand";
     for i in 0..o.backup_runs {
-        if remaining() < per_dump * 6 {
+        if remaining() < per_dump * 8 {
             say!("backup: budget left {}, no more dump runs", fmt_secs(remaining()));
             break;
         }
@@ -210,9 +246,8 @@ pub fn run(o: &Opts, left: Duration) -> anyhow::Result<String> {
         let fsize = dir_size(&f);
         let sha = run_timed(Command::new("sha256sum").arg(&f).stdout(std::process::Stdio::null()), STEP_LIMIT)?;
         say!("backup: pg_dump -Fc {} ({}), sha256sum {}", fmt_secs(dt), mib(fsize), fmt_secs(sha));
-        manual_fc.push(secs(dt));
-        sha_times.push(secs(sha));
-        rows.push(("`pg_dump -Fc -f FILE` by hand".into(), secs(dt), mib(fsize)));
+        dumps.push(MANUAL_FC, secs(dt), mib(fsize));
+        dumps.push(SHA, secs(sha), "–".into());
         let _ = std::fs::remove_file(&f);
 
         let name = format!("steward-{i}.dump");
@@ -221,60 +256,59 @@ pub fn run(o: &Opts, left: Duration) -> anyhow::Result<String> {
         let b = bounded(STEP_LIMIT, "take_backup", move || take_backup(&u, None, &d, &n))??;
         let dt = t.elapsed();
         say!("backup: take_backup {} ({})", fmt_secs(dt), mib(b.size_bytes));
-        steward_fc.push(secs(dt));
-        rows.push((
-            "`pg_backup::take_backup` (pg_dump -Fc, sha256 on the way, fsync, rename)".into(),
-            secs(dt),
-            mib(b.size_bytes),
-        ));
+        dumps.push(STEWARD_FC, secs(dt), mib(b.size_bytes));
         if let Some(old) = kept.replace(b) {
             let _ = std::fs::remove_file(&old.path);
         }
     }
     let kept = kept.ok_or_else(|| anyhow::anyhow!("no backup taken (budget)"))?;
-    let mut fd_dirs: Vec<(usize, PathBuf, f64)> = Vec::new();
-    for jobs in [2usize, 1] {
-        if remaining() < per_dump * 4 {
-            say!("backup: budget left {}, skipping pg_dump -Fd -j {jobs}", fmt_secs(remaining()));
-            continue;
+    let mut fd_dir: Option<PathBuf> = None;
+    for i in 0..o.backup_runs {
+        for jobs in [2usize, 1] {
+            if remaining() < per_dump * 6 {
+                say!("backup: budget left {}, skipping pg_dump -Fd -j {jobs}", fmt_secs(remaining()));
+                continue;
+            }
+            let d = dir.join(format!("fd-j{jobs}-{i}"));
+            let mut cmd = Command::new(pg_program("pg_dump"));
+            cmd.args(["--format=directory", &format!("--jobs={jobs}"), "--no-password", "-d", &url, "-f"])
+                .arg(&d);
+            let dt = run_timed(&mut cmd, STEP_LIMIT)?;
+            let s = dir_size(&d);
+            say!("backup: pg_dump -Fd -j {jobs} {} ({})", fmt_secs(dt), mib(s));
+            dumps.push(&format!("`pg_dump --format=directory -j {jobs} -f DIR` by hand"), secs(dt), mib(s));
+            if jobs == 2 && fd_dir.is_none() {
+                fd_dir = Some(d);
+            } else {
+                let _ = std::fs::remove_dir_all(&d);
+            }
         }
-        let d = dir.join(format!("fd-j{jobs}"));
-        let mut cmd = Command::new(pg_program("pg_dump"));
-        cmd.args(["--format=directory", &format!("--jobs={jobs}"), "--no-password", "-d", &url, "-f"])
-            .arg(&d);
-        let dt = run_timed(&mut cmd, STEP_LIMIT)?;
-        let s = dir_size(&d);
-        say!("backup: pg_dump -Fd -j {jobs} {} ({})", fmt_secs(dt), mib(s));
-        rows.push((format!("`pg_dump --format=directory -j {jobs} -f DIR` by hand"), secs(dt), mib(s)));
-        fd_dirs.push((jobs, d, secs(dt)));
     }
 
-    // Restores: steward's restore test, then by hand into a server initdb'd by hand.
-    let mut restores: Vec<(String, String)> = Vec::new();
-    let (file, sha) = (kept.path.clone(), kept.sha256.clone());
-    let t = Instant::now();
-    let r: RestoreResult = bounded(STEP_LIMIT, "restore_test", move || {
-        restore_test(&file, &sha, &RestoreTarget::Throwaway, &checks)
-    })?;
-    let steward_restore = t.elapsed();
-    anyhow::ensure!(r.passed, "steward's restore test failed: {}", r.message);
-    say!("backup: restore_test {} (pg_restore {:.1} s)", fmt_secs(steward_restore), r.restore_seconds);
-    restores.push((
-        "`pg_backup::restore_test`, throwaway server: whole call (sha256 check, initdb, start, pg_restore, check, stop, rm)"
-            .into(),
-        format!("{:.1} s", secs(steward_restore)),
-    ));
-    restores.push((
-        "… of which `pg_restore` (`restore_seconds`, the RTO steward records)".into(),
-        format!("{:.1} s", r.restore_seconds),
-    ));
+    // Restores: steward's restore test, then by hand into a server initdb'd by hand; alternated.
+    let mut restores = Table::default();
+    const ST_WHOLE: &str =
+        "`pg_backup::restore_test`, throwaway server: the whole call (sha256 check, initdb, start, pg_restore, check, stop, rm)";
+    const ST_RESTORE: &str = "… of which `pg_restore` (`restore_seconds`, the RTO steward records)";
+    const BH_TOTAL: &str = "by hand: initdb → pg_ctl stop, all steps below";
+    let mut per_restore = Duration::ZERO;
+    for i in 0..o.backup_runs {
+        if remaining() < per_restore * 3 {
+            say!("backup: budget left {}, no more restore runs", fmt_secs(remaining()));
+            break;
+        }
+        let (file, sha, ch) = (kept.path.clone(), kept.sha256.clone(), checks.clone());
+        let t = Instant::now();
+        let r: RestoreResult = bounded(STEP_LIMIT, "restore_test", move || {
+            restore_test(&file, &sha, &RestoreTarget::Throwaway, &ch)
+        })?;
+        let whole = t.elapsed();
+        anyhow::ensure!(r.passed, "steward's restore test failed: {}", r.message);
+        say!("backup: restore_test {} (pg_restore {:.1} s)", fmt_secs(whole), r.restore_seconds);
+        restores.push(ST_WHOLE, secs(whole), String::new());
+        restores.push(ST_RESTORE, r.restore_seconds, String::new());
+        per_restore = whole;
 
-    let mut by_hand_total = None;
-    let mut by_hand_restore = None;
-    let mut parallel: Vec<(String, f64)> = Vec::new();
-    if remaining() < steward_restore * 2 {
-        say!("backup: budget left {}, skipping the restore by hand", fmt_secs(remaining()));
-    } else {
         let t = Instant::now();
         let mut server = ManualServer::new(o.work.join("manual-server"))?;
         let (initdb, start) = server.start()?;
@@ -282,88 +316,80 @@ pub fn run(o: &Opts, left: Duration) -> anyhow::Result<String> {
         anyhow::ensure!(value == expected.to_string(), "restored big_1 has {value} rows, expected {expected}");
         let stop = server.stop()?;
         let total = t.elapsed();
-        say!("backup: by hand {} (pg_restore {})", fmt_secs(total), fmt_secs(restore));
-        for (what, d) in [
-            ("`initdb`", initdb),
-            ("`pg_ctl start`", start),
-            ("`createdb`", create),
-            ("`pg_restore` (one job, from the -Fc file)", restore),
-            ("`psql -c` the check", check),
-            ("`pg_ctl stop`", stop),
-        ] {
-            restores.push((format!("by hand: {what}"), format!("{:.2} s", secs(d))));
-        }
         drop(server);
-        restores.push(("by hand: all of the above, and `rm -rf` of the server".into(), format!("{:.1} s", secs(t.elapsed()))));
-        by_hand_total = Some(secs(total));
-        by_hand_restore = Some(secs(restore));
-        // Parallel restores, for the choice of format (same hand-made server, a database each).
-        let inputs: Vec<(String, PathBuf)> = std::iter::once(("-Fc file".to_string(), kept.path.clone()))
-            .chain(fd_dirs.iter().filter(|(j, ..)| *j == 2).map(|(_, d, _)| ("-Fd directory".to_string(), d.clone())))
-            .collect();
-        if remaining() > Duration::from_secs_f64(restore.as_secs_f64() * 2.5 * inputs.len() as f64) {
-            let mut server = ManualServer::new(o.work.join("manual-server"))?;
-            server.start()?;
-            for (i, (what, input)) in inputs.iter().enumerate() {
-                let (_, dt, _, value) = restore_by_hand(&server, &format!("restored_j{i}"), input, 2, check_sql)?;
-                anyhow::ensure!(value == expected.to_string(), "restored big_1 has {value} rows");
-                say!("backup: pg_restore -j 2 from the {what}: {}", fmt_secs(dt));
-                parallel.push((format!("`pg_restore -j 2` from the {what}"), secs(dt)));
-            }
-            server.stop()?;
-        } else {
-            say!("backup: budget left {}, skipping the parallel restores", fmt_secs(remaining()));
+        say!("backup: by hand {} (pg_restore {}), run {}", fmt_secs(total), fmt_secs(restore), i + 1);
+        restores.push(BH_TOTAL, secs(total), String::new());
+        for (what, d) in [
+            ("by hand: `initdb`", initdb),
+            ("by hand: `pg_ctl start`", start),
+            ("by hand: `createdb`", create),
+            ("by hand: `pg_restore` (one job, from the same -Fc file)", restore),
+            ("by hand: `psql -c` the check", check),
+            ("by hand: `pg_ctl stop`", stop),
+        ] {
+            restores.push(what, secs(d), String::new());
         }
+    }
+    // Parallel restores, for the choice of format (a server by hand, a database each).
+    let inputs: Vec<(String, PathBuf)> = std::iter::once(("-Fc file".to_string(), kept.path.clone()))
+        .chain(fd_dir.iter().map(|d| ("-Fd -j 2 directory".to_string(), d.clone())))
+        .collect();
+    if remaining() > per_restore * (2 * inputs.len() as u32) {
+        let mut server = ManualServer::new(o.work.join("manual-server"))?;
+        server.start()?;
+        for (i, (what, input)) in inputs.iter().enumerate() {
+            let (_, dt, _, value) = restore_by_hand(&server, &format!("restored_j{i}"), input, 2, check_sql)?;
+            anyhow::ensure!(value == expected.to_string(), "restored big_1 has {value} rows");
+            say!("backup: pg_restore -j 2 from the {what}: {}", fmt_secs(dt));
+            restores.push(&format!("by hand, `pg_restore -j 2` from the {what}"), secs(dt), String::new());
+        }
+        server.stop()?;
+    } else {
+        say!("backup: budget left {}, skipping the parallel restores", fmt_secs(remaining()));
     }
     let _ = std::fs::remove_dir_all(&dir);
 
-    let avg = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len().max(1) as f64;
     let mut out = String::new();
     let _ = writeln!(out, "### Backup and restore test\n");
     let _ = writeln!(
         out,
-        "Database `{}`: `pg_database_size` **{}** ({size} bytes); {big_tables} generated tables hold {big_rows} rows \
-         and {} with their indexes. Dumps are written to {} (same disk as the servers). Each dump ran {} time(s).\n",
+        "Database `{}`: `pg_database_size` **{}** ({size} bytes); its {big_tables} generated tables hold {big_rows} rows, \
+         {} with their indexes. Files are written to {} (the servers' disk). Runs alternate steward and by hand.\n",
         o.db,
         mib(size as u64),
         mib(big_bytes as u64),
         o.work.display(),
-        manual_fc.len()
     );
-    let _ = writeln!(out, "| dump | wall time | size |");
-    let _ = writeln!(out, "|---|---:|---:|");
-    for (what, s, sz) in &rows {
-        let _ = writeln!(out, "| {what} | {s:.1} s | {sz} |");
-    }
-    let _ = writeln!(out, "| `sha256sum FILE` of the -Fc file by hand | {:.1} s | – |", avg(&sha_times));
-    let (m, s) = (avg(&manual_fc), avg(&steward_fc));
+    let _ = writeln!(out, "| dump | runs | wall time per run | mean | size |");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+    dumps.write(&mut out, true);
+    let (m, s, h) = (dumps.mean(MANUAL_FC), dumps.mean(STEWARD_FC), dumps.mean(SHA));
     let _ = writeln!(
         out,
-        "\nBackup overhead: steward {s:.1} s against `pg_dump -Fc` {m:.1} s by hand = **{:.2}×** \
-         ({:.2}× against `pg_dump -Fc` followed by `sha256sum`).",
+        "\nBackup overhead (means): steward {s:.1} s against `pg_dump -Fc` by hand {m:.1} s = **{:.2}×**; \
+         against `pg_dump -Fc` followed by `sha256sum` ({:.1} s) {:.2}×.",
         s / m,
-        s / (m + avg(&sha_times))
+        m + h,
+        s / (m + h)
     );
-    for (jobs, _, t) in &fd_dirs {
-        let _ = writeln!(out, "`-Fd -j {jobs}` against `-Fc` by hand: {:.2}× the time.", t / m);
+    for jobs in [2, 1] {
+        let fd = dumps.mean(&format!("`pg_dump --format=directory -j {jobs} -f DIR` by hand"));
+        if fd.is_finite() {
+            let _ = writeln!(out, "`-Fd -j {jobs}` against `-Fc` by hand: {:.2}× the time.", fd / m);
+        }
     }
-    let _ = writeln!(out, "\n| restore | wall time |");
-    let _ = writeln!(out, "|---|---:|");
-    for (what, t) in &restores {
-        let _ = writeln!(out, "| {what} | {t} |");
-    }
-    for (what, t) in &parallel {
-        let _ = writeln!(out, "| by hand, same server, a database each: {what} | {t:.1} s |");
-    }
-    if let (Some(total), Some(restore)) = (by_hand_total, by_hand_restore) {
+    let _ = writeln!(out, "\n| restore | runs | wall time per run | mean |");
+    let _ = writeln!(out, "|---|---:|---:|---:|");
+    restores.write(&mut out, false);
+    let (sw, sr) = (restores.mean(ST_WHOLE), restores.mean(ST_RESTORE));
+    let (bt, br) = (restores.mean(BH_TOTAL), restores.mean("by hand: `pg_restore` (one job, from the same -Fc file)"));
+    if bt.is_finite() {
         let _ = writeln!(
             out,
-            "\nRestore-test overhead: steward's whole call {:.1} s against {total:.1} s by hand (initdb → stop) = \
-             **{:.2}×**; `pg_restore` alone {:.1} s against {restore:.1} s = {:.2}×.",
-            secs(steward_restore),
-            secs(steward_restore) / total,
-            r.restore_seconds,
-            r.restore_seconds / restore
+            "\nRestore-test overhead (means): steward's whole call {sw:.1} s against {bt:.1} s by hand (initdb → stop) = \
+             **{:.2}×**; `pg_restore` alone {sr:.1} s against {br:.1} s = {:.2}×.",
+            sw / bt,
+            sr / br
         );
     }
     let _ = writeln!(out);

@@ -58,7 +58,7 @@ pub struct Opts {
 }
 
 const USAGE: &str = "usage: steward-bench database --db steward_bench_NAME [--primary postgres://postgres@127.0.0.1:15433] \
-[--replica postgres://postgres@127.0.0.1:15434] [--passes 200] [--psql-runs 50] [--backup-runs 1] [--gate-rounds 10] \
+[--replica postgres://postgres@127.0.0.1:15434] [--passes 200] [--psql-runs 50] [--backup-runs 3] [--gate-rounds 10] \
 [--only observe|backup|gate]... [--work DIR]\n\n\
 1. observe: Observer::observe (cheap pass and stats pass; kept connections and anew), statements and round trips \
 counted on the wire, against the guide's psql -c checks;\n\
@@ -76,7 +76,7 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Opts> {
         db: String::new(),
         passes: 200,
         psql_runs: 50,
-        backup_runs: 1,
+        backup_runs: 3,
         gate_rounds: 10,
         sections: vec![],
         work: std::env::temp_dir().join(format!("steward-bench-db-{}", std::process::id())),
@@ -193,15 +193,20 @@ pub fn psql_timed(url: &str, sql: &str) -> anyhow::Result<(Duration, String)> {
 /// A timed child process (pg_dump, pg_restore, initdb, …) with a time limit; its stderr tail in
 /// the error.
 pub fn run_timed(cmd: &mut Command, limit: Duration) -> anyhow::Result<Duration> {
+    use std::io::Read as _;
     let what = format!("{:?}", cmd.get_program());
     let t = Instant::now();
-    let err_path = std::env::temp_dir().join(format!("steward-bench-db-{}.stderr", std::process::id()));
-    let err = std::fs::File::create(&err_path)?;
     let mut child = cmd
         .stdin(Stdio::null())
-        .stderr(err)
+        .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot run {what}"))?;
+    let mut err = child.stderr.take().expect("piped stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
     let status = loop {
         if let Some(s) = child.try_wait()? {
             break s;
@@ -214,9 +219,8 @@ pub fn run_timed(cmd: &mut Command, limit: Duration) -> anyhow::Result<Duration>
         std::thread::sleep(Duration::from_millis(20));
     };
     let dt = t.elapsed();
-    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
-    let _ = std::fs::remove_file(&err_path);
     if !status.success() {
+        let stderr = reader.join().unwrap_or_default();
         let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
         bail!("{what} failed ({status}): {}", tail.into_iter().rev().collect::<Vec<_>>().join(" / "));
     }
