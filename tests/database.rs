@@ -27,7 +27,16 @@ fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
 
 fn psql(port: u16, db: &str, sql: &str) -> Result<String, String> {
     let o = Command::new("psql")
-        .args(["-X", "-qAt", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+        .args([
+            "-X",
+            "-qAt",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+        ])
         .args(["-p", &port.to_string(), "-d", db, "-c", sql])
         .output()
         .map_err(|e| e.to_string())?;
@@ -45,7 +54,8 @@ struct TestDb {
 
 impl TestDb {
     fn create(test: &str) -> Option<TestDb> {
-        let ok = psql(PRIMARY_PORT, "postgres", "SELECT 1").is_ok() && psql(REPLICA_PORT, "postgres", "SELECT 1").is_ok();
+        let ok =
+            psql(PRIMARY_PORT, "postgres", "SELECT 1").is_ok() && psql(REPLICA_PORT, "postgres", "SELECT 1").is_ok();
         if !ok {
             assert!(
                 std::env::var("STEWARD_REQUIRE_SERVICES").as_deref() != Ok("1"),
@@ -115,13 +125,19 @@ fn details(w: &World, name: &str) -> Option<serde_json::Value> {
 fn backups_json(w: &World, db: &str) -> Vec<serde_json::Value> {
     let o = w.steward(&["backups", db, "-o", "json", "--path", w.manifests().to_str().unwrap()]);
     ok(&o);
-    serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap().as_array().unwrap().clone()
+    serde_json::from_slice::<serde_json::Value>(&o.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 #[test]
 fn backup_then_restore_test_passes_with_a_measured_rto_and_a_corrupted_file_fails() {
     let _replica = shared();
-    let Some(db) = TestDb::create("backup_then_restore_test") else { return };
+    let Some(db) = TestDb::create("backup_then_restore_test") else {
+        return;
+    };
     let mut w = World::new("dbbackup");
     // The password (ignored by the test servers' trust authentication) must never be written
     // anywhere: not in output, logs, events, status or the store.
@@ -149,8 +165,16 @@ fn backup_then_restore_test_passes_with_a_measured_rto_and_a_corrupted_file_fail
     let file = list[0]["file"].as_str().unwrap().to_string();
     assert!(file.starts_with(dir.to_str().unwrap()), "{file}");
     let sum = Command::new("sha256sum").arg(&file).output().unwrap();
-    let sum = String::from_utf8_lossy(&sum.stdout).split_whitespace().next().unwrap().to_string();
-    assert_eq!(list[0]["sha256"].as_str(), Some(sum.as_str()), "recorded checksum is the file's");
+    let sum = String::from_utf8_lossy(&sum.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        list[0]["sha256"].as_str(),
+        Some(sum.as_str()),
+        "recorded checksum is the file's"
+    );
     assert!(list[0]["sizeBytes"].as_u64().unwrap() > 0);
     assert_eq!(list[0]["verified"], false);
     // Nothing but the completed file in the directory: no partial left behind.
@@ -172,8 +196,16 @@ fn backup_then_restore_test_passes_with_a_measured_rto_and_a_corrupted_file_fail
     // The runs are the scheduler's: listed by `steward runs`.
     let runs = w.steward(&["runs", "-o", "json"]);
     let runs: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
-    let names: Vec<&str> = runs.as_array().unwrap().iter().filter_map(|r| r["schedule"].as_str()).collect();
-    assert!(names.contains(&"db/backup") && names.contains(&"db/restore-test"), "{names:?}");
+    let names: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["schedule"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"db/backup") && names.contains(&"db/restore-test"),
+        "{names:?}"
+    );
 
     // Corrupt the file: the next restore test fails and says why; BackupHealthy turns False.
     let mut bytes = std::fs::read(&file).unwrap();
@@ -192,7 +224,8 @@ fn backup_then_restore_test_passes_with_a_measured_rto_and_a_corrupted_file_fail
     let listen = format!("127.0.0.1:{port}");
     w.spawn_run(&["--listen", &listen]);
     let c = wait_for("BackupHealthy False", Duration::from_secs(60), || {
-        w.condition("Database", "db", "BackupHealthy").filter(|c| c.0 == "False")
+        w.condition("Database", "db", "BackupHealthy")
+            .filter(|c| c.0 == "False")
     });
     assert_eq!(c.1, "RestoreTestFailed");
     // The metrics a scraper reads: the servers up, the replica's lag, the last backup and the
@@ -219,7 +252,11 @@ fn backup_then_restore_test_passes_with_a_measured_rto_and_a_corrupted_file_fail
         .iter()
         .any(|e| e["reason"] == "RestoreTestFailed" && e["type"] == "Warning");
     assert!(warned, "a Warning event says the restore test failed");
-    for args in [&["status", "-o", "json"][..], &["events", "-o", "json"], &["describe", "Database/db", "-o", "json"]] {
+    for args in [
+        &["status", "-o", "json"][..],
+        &["events", "-o", "json"],
+        &["describe", "Database/db", "-o", "json"],
+    ] {
         let o = w.steward(args);
         outputs.push_str(&format!("{}{}", stdout(&o), stderr(&o)));
     }
@@ -242,23 +279,38 @@ fn lag_holds_a_rollout_and_replay_resuming_releases_it() {
     if !require_swarm("lag_holds_a_rollout") {
         return;
     }
-    let Some(db) = TestDb::create("lag_holds_a_rollout") else { return };
+    let Some(db) = TestDb::create("lag_holds_a_rollout") else {
+        return;
+    };
     let _resume = ResumeReplay;
     let mut w = World::new("dbgate");
     let svc = w.svc("web");
     let dir = w.dir.path().join("backups");
-    let db_doc = database_doc("gatedb", &db.url(PRIMARY_PORT), &db.url(REPLICA_PORT), dir.to_str().unwrap(), "");
+    let db_doc = database_doc(
+        "gatedb",
+        &db.url(PRIMARY_PORT),
+        &db.url(REPLICA_PORT),
+        dir.to_str().unwrap(),
+        "",
+    );
     let gates = "  gates:\n    - {database: gatedb, maxReplicationLag: 5s}\n  backupBefore: gatedb\n";
     let write = |w: &World, image: &str| {
         w.write(
             "m.yaml",
-            &format!("{}{}{db_doc}", w.stack_doc(false), w.service_doc("web", image, 1, gates)),
+            &format!(
+                "{}{}{db_doc}",
+                w.stack_doc(false),
+                w.service_doc("web", image, 1, gates)
+            ),
         );
     };
     write(&w, "taxcollector-demo:v1");
     w.spawn_run(&[]);
     wait_for("v1 running", Duration::from_secs(90), || {
-        image(&svc).filter(|i| i.contains("v1")).and(running(&svc)).filter(|(r, d)| r == d && *d == 1)
+        image(&svc)
+            .filter(|i| i.contains("v1"))
+            .and(running(&svc))
+            .filter(|(r, d)| r == d && *d == 1)
     });
     // The first deploy took its backupBefore backup.
     let list = backups_json(&w, "gatedb");
@@ -274,7 +326,8 @@ fn lag_holds_a_rollout_and_replay_resuming_releases_it() {
     )
     .unwrap();
     wait_for("ReplicationHealthy False", Duration::from_secs(60), || {
-        w.condition("Database", "gatedb", "ReplicationHealthy").filter(|c| c.0 == "False")
+        w.condition("Database", "gatedb", "ReplicationHealthy")
+            .filter(|c| c.0 == "False")
     });
     write(&w, "taxcollector-demo:v2");
     let ev = wait_for("a WaitingOn event naming the Database", Duration::from_secs(60), || {
@@ -283,7 +336,10 @@ fn lag_holds_a_rollout_and_replay_resuming_releases_it() {
             .find(|e| e["reason"] == "WaitingOn" && e["object"] == format!("Service/{svc}"))
     });
     let msg = ev["message"].as_str().unwrap();
-    assert!(msg.contains("Database/gatedb") && msg.contains("127.0.0.1:15434"), "{msg}");
+    assert!(
+        msg.contains("Database/gatedb") && msg.contains("127.0.0.1:15434"),
+        "{msg}"
+    );
     // The service's status says what it waits on (written at the end of the pass that held it).
     let waiting = wait_for("a WaitingOn condition on the service", Duration::from_secs(30), || {
         let st = w.status_json();
@@ -292,12 +348,22 @@ fn lag_holds_a_rollout_and_replay_resuming_releases_it() {
             .iter()
             .find(|i| i["kind"] == "Service" && i["name"] == svc.as_str())?
             .clone();
-        item["conditions"].as_array()?.iter().find(|c| c["reason"] == "WaitingOn").cloned()
+        item["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["reason"] == "WaitingOn")
+            .cloned()
     });
-    assert!(waiting["message"].as_str().unwrap().contains("Database/gatedb"), "{waiting}");
+    assert!(
+        waiting["message"].as_str().unwrap().contains("Database/gatedb"),
+        "{waiting}"
+    );
     // Held: the image stays v1 while the gate is closed.
     for _ in 0..5 {
-        assert!(image(&svc).unwrap().contains("v1"), "the rollout must not start while the gate holds");
+        assert!(
+            image(&svc).unwrap().contains("v1"),
+            "the rollout must not start while the gate holds"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     psql(REPLICA_PORT, "postgres", "SELECT pg_wal_replay_resume()").unwrap();
@@ -311,7 +377,9 @@ fn lag_holds_a_rollout_and_replay_resuming_releases_it() {
 #[test]
 fn an_unreachable_replica_and_a_stopped_primary_are_unknown_and_nothing_acts() {
     let _replica = shared();
-    let Some(db) = TestDb::create("unreachable") else { return };
+    let Some(db) = TestDb::create("unreachable") else {
+        return;
+    };
     let mut w = World::new("dbdown");
     let dead = free_port();
     let dir = w.dir.path().join("backups");
@@ -321,7 +389,13 @@ fn an_unreachable_replica_and_a_stopped_primary_are_unknown_and_nothing_acts() {
         &format!(
             "{}{}",
             w.stack_doc(false),
-            database_doc("half", &db.url(PRIMARY_PORT), &format!("postgres://postgres@127.0.0.1:{dead}/x"), dir.to_str().unwrap(), "")
+            database_doc(
+                "half",
+                &db.url(PRIMARY_PORT),
+                &format!("postgres://postgres@127.0.0.1:{dead}/x"),
+                dir.to_str().unwrap(),
+                ""
+            )
         ),
     );
     // A stopped primary, with a backup due every minute: nothing may start.
@@ -345,10 +419,15 @@ fn an_unreachable_replica_and_a_stopped_primary_are_unknown_and_nothing_acts() {
     let d = details(&w, "half").unwrap();
     let lag = &d["replication"][0];
     assert_eq!(lag["verdict"], "Unknown", "{lag}");
-    assert!(lag["seconds"].is_null(), "an unreachable replica has no lag figure: {lag}");
+    assert!(
+        lag["seconds"].is_null(),
+        "an unreachable replica has no lag figure: {lag}"
+    );
     assert_eq!(w.condition("Database", "half", "Ready").unwrap().0, "True");
 
-    let c = wait_for("down: Ready", Duration::from_secs(60), || w.condition("Database", "down", "Ready"));
+    let c = wait_for("down: Ready", Duration::from_secs(60), || {
+        w.condition("Database", "down", "Ready")
+    });
     assert_eq!(c, ("Unknown".to_string(), "PrimaryUnreachable".to_string()));
     // Two reconciles later, still no backup run and no file.
     std::thread::sleep(Duration::from_secs(1));
@@ -379,7 +458,9 @@ fn a_bloated_table_is_vacuumed_in_the_window_and_its_dead_tuples_drop() {
         .ok()
         .and_then(|s| s.lines().last().and_then(|l| l.trim().parse::<u64>().ok()))
     };
-    wait_for("dead tuples counted", Duration::from_secs(30), || dead().filter(|d| *d >= 10_000));
+    wait_for("dead tuples counted", Duration::from_secs(30), || {
+        dead().filter(|d| *d >= 10_000)
+    });
     let mut w = World::new("dbvacuum");
     let dir = w.dir.path().join("backups");
     let maint = "  maintenance:\n    window: {schedule: \"* * * * *\", duration: 1h}\n    vacuum: {deadTupleRatio: 0.2, minDeadTuples: 1000}\n";
@@ -388,7 +469,13 @@ fn a_bloated_table_is_vacuumed_in_the_window_and_its_dead_tuples_drop() {
         &format!(
             "{}{}",
             w.stack_doc(false),
-            database_doc("vac", &db.url(PRIMARY_PORT), &db.url(REPLICA_PORT), dir.to_str().unwrap(), maint)
+            database_doc(
+                "vac",
+                &db.url(PRIMARY_PORT),
+                &db.url(REPLICA_PORT),
+                dir.to_str().unwrap(),
+                maint
+            )
         ),
     );
     w.spawn_run(&[]);
@@ -412,7 +499,9 @@ fn a_bloated_table_is_vacuumed_in_the_window_and_its_dead_tuples_drop() {
 /// `steward backup`).
 fn kill_matching(needle: &str) {
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
         if cmd.contains("pg_dump") && cmd.contains(needle) {
             if let Some(pid) = e.file_name().to_str() {
@@ -425,7 +514,9 @@ fn kill_matching(needle: &str) {
 #[test]
 fn a_backup_killed_mid_way_leaves_no_counted_file_and_the_next_one_succeeds() {
     let _replica = shared();
-    let Some(db) = TestDb::create("killed_backup") else { return };
+    let Some(db) = TestDb::create("killed_backup") else {
+        return;
+    };
     // About 150 MB of incompressible rows: pg_dump takes seconds, long enough to be killed.
     psql(
         PRIMARY_PORT,
@@ -438,7 +529,13 @@ fn a_backup_killed_mid_way_leaves_no_counted_file_and_the_next_one_succeeds() {
     let dir = w.dir.path().join("backups");
     w.write(
         "db.yaml",
-        &database_doc("kdb", &db.url(PRIMARY_PORT), &db.url(REPLICA_PORT), dir.to_str().unwrap(), ""),
+        &database_doc(
+            "kdb",
+            &db.url(PRIMARY_PORT),
+            &db.url(REPLICA_PORT),
+            dir.to_str().unwrap(),
+            "",
+        ),
     );
     let m = w.manifests();
     let m = m.to_str().unwrap();
@@ -458,7 +555,10 @@ fn a_backup_killed_mid_way_leaves_no_counted_file_and_the_next_one_succeeds() {
         .map(|e| e.file_name().to_string_lossy().to_string())
         .filter(|n| !n.contains(".partial-"))
         .collect();
-    assert!(finals.is_empty(), "no completed file under its final name: {finals:?} (partial {partial})");
+    assert!(
+        finals.is_empty(),
+        "no completed file under its final name: {finals:?} (partial {partial})"
+    );
     assert!(backups_json(&w, "kdb").is_empty(), "nothing recorded as a backup");
 
     // The next backup reaps the abandoned run, removes the stale partial, and succeeds.
@@ -474,9 +574,17 @@ fn a_backup_killed_mid_way_leaves_no_counted_file_and_the_next_one_succeeds() {
     assert_eq!(names.len(), 1, "only the completed backup is left: {names:?}");
     let runs = w.steward(&["runs", "kdb/backup", "-o", "json"]);
     let runs: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
-    let outcomes: Vec<&str> = runs.as_array().unwrap().iter().filter_map(|r| r["outcome"].as_str()).collect();
+    let outcomes: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["outcome"].as_str())
+        .collect();
     assert_eq!(outcomes.len(), 2, "{runs}");
-    assert!(outcomes.contains(&"Succeeded") && outcomes.contains(&"Failed"), "{outcomes:?}");
+    assert!(
+        outcomes.contains(&"Succeeded") && outcomes.contains(&"Failed"),
+        "{outcomes:?}"
+    );
     let abandoned = w.events_json().iter().any(|e| e["reason"] == "RunAbandoned");
     assert!(abandoned, "the abandoned run is an event");
 }
@@ -517,13 +625,18 @@ fn pg_ctl_replica(action: &str) -> std::process::Output {
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
 #[test]
 fn a_stopped_replica_is_never_reported_zero_seconds_behind() {
     let _replica = exclusive();
-    let Some(db) = TestDb::create("stopped_replica") else { return };
+    let Some(db) = TestDb::create("stopped_replica") else {
+        return;
+    };
     let _restart = RestartReplica;
     let mut w = World::new("dbstop");
     let dir = w.dir.path().join("backups");
@@ -532,24 +645,44 @@ fn a_stopped_replica_is_never_reported_zero_seconds_behind() {
         &format!(
             "{}{}",
             w.stack_doc(false),
-            database_doc("sdb", &db.url(PRIMARY_PORT), &db.url(REPLICA_PORT), dir.to_str().unwrap(), "")
+            database_doc(
+                "sdb",
+                &db.url(PRIMARY_PORT),
+                &db.url(REPLICA_PORT),
+                dir.to_str().unwrap(),
+                ""
+            )
         ),
     );
     w.spawn_run(&[]);
     wait_for("replication healthy first", Duration::from_secs(60), || {
-        w.condition("Database", "sdb", "ReplicationHealthy").filter(|c| c.0 == "True")
+        w.condition("Database", "sdb", "ReplicationHealthy")
+            .filter(|c| c.0 == "True")
     });
     let o = pg_ctl_replica("stop");
-    assert!(o.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "pg_ctl stop: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     // The primary keeps writing; the replica receives nothing.
-    psql(PRIMARY_PORT, &db.name, "INSERT INTO vehicles_vehicule (plate) SELECT 'S-' || g FROM generate_series(1, 1000) g").unwrap();
+    psql(
+        PRIMARY_PORT,
+        &db.name,
+        "INSERT INTO vehicles_vehicule (plate) SELECT 'S-' || g FROM generate_series(1, 1000) g",
+    )
+    .unwrap();
     let c = wait_for("ReplicationHealthy no longer True", Duration::from_secs(60), || {
-        w.condition("Database", "sdb", "ReplicationHealthy").filter(|c| c.0 != "True")
+        w.condition("Database", "sdb", "ReplicationHealthy")
+            .filter(|c| c.0 != "True")
     });
     assert_eq!(c.0, "Unknown", "{c:?}");
     let d = details(&w, "sdb").unwrap();
     let lag = &d["replication"][0];
-    assert!(lag["seconds"].is_null(), "a stopped replica is given no lag figure: {lag}");
+    assert!(
+        lag["seconds"].is_null(),
+        "a stopped replica is given no lag figure: {lag}"
+    );
     assert_ne!(lag["verdict"], "Healthy", "{lag}");
     let failover = w.condition("Database", "sdb", "FailoverReady").unwrap();
     assert_eq!(failover.0, "False", "{failover:?}");
@@ -562,6 +695,7 @@ fn a_stopped_replica_is_never_reported_zero_seconds_behind() {
         .unwrap();
     assert!(started.success(), "the replica did not start again");
     wait_for("replication healthy again", Duration::from_secs(90), || {
-        w.condition("Database", "sdb", "ReplicationHealthy").filter(|c| c.0 == "True")
+        w.condition("Database", "sdb", "ReplicationHealthy")
+            .filter(|c| c.0 == "True")
     });
 }

@@ -170,7 +170,9 @@ fn query_err<'a>(server: &'a str, what: &'static str) -> impl Fn(postgres::Error
 
 /// Version, role, connections by state, the longest transaction, the database's size.
 pub fn observe_server(c: &mut Client, server: &str) -> Result<ServerObs, DatabaseError> {
-    let row = c.query_one(SERVER_FACTS, &[]).map_err(query_err(server, "the server's facts"))?;
+    let row = c
+        .query_one(SERVER_FACTS, &[])
+        .map_err(query_err(server, "the server's facts"))?;
     let size: i64 = row.get(2);
     let json: String = row.get(3);
     let connections: BTreeMap<String, u64> = serde_json::from_str(&json).map_err(|_| DatabaseError::Value {
@@ -354,7 +356,11 @@ impl Observer {
                     let facts = observe_server(c, server)?;
                     let replication = observe_primary(c, server)?;
                     let slots = observe_slots(c, server)?;
-                    let fresh = if want_stats { Some(observe_stats(c, server, now)?) } else { None };
+                    let fresh = if want_stats {
+                        Some(observe_stats(c, server, now)?)
+                    } else {
+                        None
+                    };
                     Ok((
                         PrimaryRead {
                             server: facts,

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
-use steward_manifest::load_paths;
 use steward_database::DatabaseState;
+use steward_manifest::load_paths;
 use steward_network::DesiredNetwork;
 use steward_plan::{Desired, DesiredService};
 use steward_schedule::ScheduleState;
@@ -83,7 +83,11 @@ pub fn prepare_all(paths: &[PathBuf]) -> Result<Prepared, PrepareError> {
                         file: entry.source.file.clone(),
                         line: entry.source.line,
                         column: 1,
-                        field: format!("Database/{}: spec.passwordFrom{}", entry.name(), field.trim_start_matches(".valueFrom")),
+                        field: format!(
+                            "Database/{}: spec.passwordFrom{}",
+                            entry.name(),
+                            field.trim_start_matches(".valueFrom")
+                        ),
                         message,
                     });
                     continue;

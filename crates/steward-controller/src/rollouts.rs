@@ -35,7 +35,11 @@ impl Gatherer {
     pub async fn gather(&mut self, swarm: &Swarm, r: &Rollout, desired: &Desired, now_ms: i64) -> Gathered {
         let mut jobs = BTreeMap::new();
         // Backups (`backupBefore`) are the controller's own, not Swarm jobs.
-        for j in r.jobs.iter().filter(|j| !j.done && j.started_ms.is_some() && j.backup_of.is_none()) {
+        for j in r
+            .jobs
+            .iter()
+            .filter(|j| !j.done && j.started_ms.is_some() && j.backup_of.is_none())
+        {
             let obs = match swarm.job_status(&j.swarm_name).await {
                 Ok(st) => match st.state {
                     JobState::Running => JobObs::Running,

@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 use steward_backends::git::{GitError, GitSource};
 use steward_plan::status::EventType;
 
-use crate::pass::{Controller, PassOutcome, SourceRevision};
 use crate::database::DbReconciled;
+use crate::pass::{Controller, PassOutcome, SourceRevision};
 use crate::schedule::Reconciled;
 use crate::scheduler::Scheduler;
 use crate::Wake;

@@ -50,8 +50,16 @@ fn the_backup_comes_first_once_per_database_and_the_rollout_waits_for_it() {
     let celery = with(desired("celery").image("app:v2").build(), Some("tc-db"), &[]);
     let d = stack_with(STACK, false, 2, vec![celery.clone(), web.clone()]);
     let mut r = begin(&d, "gen-2", &last_good(&[&old_web, &old_celery]), T0).unwrap();
-    let jobs: Vec<(&str, Option<&str>)> = r.jobs.iter().map(|j| (j.job.as_str(), j.backup_of.as_deref())).collect();
-    assert_eq!(jobs, [("backup-tc-db", Some("tc-db")), ("migrate", None)], "one backup, first");
+    let jobs: Vec<(&str, Option<&str>)> = r
+        .jobs
+        .iter()
+        .map(|j| (j.job.as_str(), j.backup_of.as_deref()))
+        .collect();
+    assert_eq!(
+        jobs,
+        [("backup-tc-db", Some("tc-db")), ("migrate", None)],
+        "one backup, first"
+    );
     let key = r.jobs[0].swarm_name.clone();
     assert!(is_backup_key(&key), "{key}");
     let running = vec![observed_from(&old_web).build(), observed_from(&old_celery).build()];
@@ -69,7 +77,12 @@ fn the_backup_comes_first_once_per_database_and_the_rollout_waits_for_it() {
     assert!(out.start_jobs.is_empty() && out.start_backups.is_empty(), "{out:?}");
     // Done: the migration starts next.
     let mut o = at(T0 + 121 * SEC, running.clone());
-    o.jobs.insert(key.clone(), JobObs::Succeeded { logs: "backup written".into() });
+    o.jobs.insert(
+        key.clone(),
+        JobObs::Succeeded {
+            logs: "backup written".into(),
+        },
+    );
     let out = step(&mut r, &d, &o);
     assert!(out.remove_jobs.contains(&key));
     let mut o = at(T0 + 122 * SEC, running);
@@ -98,7 +111,11 @@ fn a_failed_backup_stops_the_rollout_before_anything_is_touched() {
     );
     let out = step(&mut r, &d, &o);
     assert_eq!(r.phase, Phase::RolledBack, "{:?}", r.cause);
-    assert!(r.cause.as_deref().unwrap().contains("connection refused"), "{:?}", r.cause);
+    assert!(
+        r.cause.as_deref().unwrap().contains("connection refused"),
+        "{:?}",
+        r.cause
+    );
     assert!(out.start_jobs.is_empty(), "the migration never starts");
     assert!(r.jobs.iter().all(|j| !j.done), "{:?}", r.jobs);
 }
@@ -108,7 +125,12 @@ fn a_scale_only_change_takes_no_backup() {
     let old = with(desired("web").image("app:v1").build(), Some("tc-db"), &[]);
     let mut scaled = old.clone();
     scaled.state.replicas = 5;
-    let scaled = DesiredService::new(scaled.name.clone(), scaled.state.clone(), scaled.secret_env.clone(), false);
+    let scaled = DesiredService::new(
+        scaled.name.clone(),
+        scaled.state.clone(),
+        scaled.secret_env.clone(),
+        false,
+    );
     let scaled = with(scaled, Some("tc-db"), &[]);
     let d = stack_with(STACK, false, 2, vec![scaled]);
     let r = begin(&d, "gen-2", &last_good(&[&old]), T0).unwrap();

@@ -90,12 +90,14 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             ref paths,
             output,
         } => crate::databases::backups(&cli, database.as_deref(), paths, output),
-        Command::Backup { ref database, ref paths } => {
-            crate::databases::run_now(&cli, database, steward_database::Task::Backup, paths)
-        }
-        Command::RestoreTest { ref database, ref paths } => {
-            crate::databases::run_now(&cli, database, steward_database::Task::RestoreTest, paths)
-        }
+        Command::Backup {
+            ref database,
+            ref paths,
+        } => crate::databases::run_now(&cli, database, steward_database::Task::Backup, paths),
+        Command::RestoreTest {
+            ref database,
+            ref paths,
+        } => crate::databases::run_now(&cli, database, steward_database::Task::RestoreTest, paths),
         Command::Describe {
             ref object,
             ref paths,

@@ -43,7 +43,11 @@ pub fn spec_text(d: &DatabaseState) -> String {
             );
         }
         if let Some(a) = &b.archive {
-            let _ = writeln!(out, "Archive:      {} ({}) into {}", a.schedule, a.time_zone, a.directory);
+            let _ = writeln!(
+                out,
+                "Archive:      {} ({}) into {}",
+                a.schedule, a.time_zone, a.directory
+            );
         }
     }
     if let Some(m) = &s.maintenance {
@@ -72,7 +76,9 @@ fn s(v: &Value, key: &str) -> String {
 }
 
 fn bytes(v: Option<&Value>) -> String {
-    let Some(n) = v.and_then(Value::as_f64) else { return "-".into() };
+    let Some(n) = v.and_then(Value::as_f64) else {
+        return "-".into();
+    };
     if n >= 1e9 {
         format!("{:.1} GB", n / 1e9)
     } else if n >= 1e6 {
@@ -85,7 +91,9 @@ fn bytes(v: Option<&Value>) -> String {
 }
 
 pub fn report_text(st: &ResourceStatus) -> String {
-    let Some(d) = st.details.as_ref() else { return String::new() };
+    let Some(d) = st.details.as_ref() else {
+        return String::new();
+    };
     let mut out = String::new();
     let list = |k: &str| d.get(k).and_then(Value::as_array).cloned().unwrap_or_default();
     out.push_str("\nServers:\n");
@@ -118,7 +126,15 @@ pub fn report_text(st: &ResourceStatus) -> String {
         })
         .collect();
     out.push_str(&table(
-        &["  SERVER", "ROLE", "STATE", "VERSION", "CONNECTIONS", "LONGEST XACT", "SIZE"],
+        &[
+            "  SERVER",
+            "ROLE",
+            "STATE",
+            "VERSION",
+            "CONNECTIONS",
+            "LONGEST XACT",
+            "SIZE",
+        ],
         &rows,
     ));
     let repl = list("replication");
@@ -130,7 +146,9 @@ pub fn report_text(st: &ResourceStatus) -> String {
                 vec![
                     format!("  {}", s(x, "replica")),
                     s(x, "verdict"),
-                    x.get("seconds").and_then(Value::as_f64).map_or("-".into(), |v| format!("{v:.1}s")),
+                    x.get("seconds")
+                        .and_then(Value::as_f64)
+                        .map_or("-".into(), |v| format!("{v:.1}s")),
                     bytes(x.get("bytes")),
                     s(x, "message"),
                 ]
@@ -149,7 +167,9 @@ pub fn report_text(st: &ResourceStatus) -> String {
                         vec![
                             format!("  {}", q.chars().take(70).collect::<String>()),
                             s(x, "calls"),
-                            x.get("meanMs").and_then(Value::as_f64).map_or("-".into(), |v| format!("{v:.2}")),
+                            x.get("meanMs")
+                                .and_then(Value::as_f64)
+                                .map_or("-".into(), |v| format!("{v:.2}")),
                         ]
                     })
                     .collect();
@@ -176,7 +196,10 @@ pub fn report_text(st: &ResourceStatus) -> String {
             })
             .collect();
         if !rows.is_empty() {
-            out.push_str(&table(&["  LARGEST TABLES", "SIZE", "LIVE", "DEAD", "LAST AUTOVACUUM"], &rows));
+            out.push_str(&table(
+                &["  LARGEST TABLES", "SIZE", "LIVE", "DEAD", "LAST AUTOVACUUM"],
+                &rows,
+            ));
         }
     }
     let dead = list("deadTuples");
@@ -187,7 +210,9 @@ pub fn report_text(st: &ResourceStatus) -> String {
                 vec![
                     format!("  {}", s(x, "table")),
                     s(x, "dead"),
-                    x.get("ratio").and_then(Value::as_f64).map_or("-".into(), |r| format!("{:.0}%", r * 100.0)),
+                    x.get("ratio")
+                        .and_then(Value::as_f64)
+                        .map_or("-".into(), |r| format!("{:.0}%", r * 100.0)),
                     if x.get("overThresholds").and_then(Value::as_bool) == Some(true) {
                         "vacuum due".into()
                     } else {
@@ -212,7 +237,13 @@ pub fn report_text(st: &ResourceStatus) -> String {
             out.push_str("  newest:       none\n");
         }
         if let Some(r) = b.get("lastRestoreTest").filter(|v| !v.is_null()) {
-            let _ = writeln!(out, "  restore test: {} at {}: {}", s(r, "target"), s(r, "at"), s(r, "message"));
+            let _ = writeln!(
+                out,
+                "  restore test: {} at {}: {}",
+                s(r, "target"),
+                s(r, "at"),
+                s(r, "message")
+            );
         }
         let _ = writeln!(out, "  recorded:     {}", s(b, "count"));
     }

@@ -20,7 +20,13 @@ pub enum Task {
 }
 
 impl Task {
-    pub const ALL: [Task; 5] = [Task::Backup, Task::RestoreTest, Task::Archive, Task::Vacuum, Task::Reindex];
+    pub const ALL: [Task; 5] = [
+        Task::Backup,
+        Task::RestoreTest,
+        Task::Archive,
+        Task::Vacuum,
+        Task::Reindex,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -38,7 +38,9 @@ pub enum NotNow {
     WindowClosed,
     NothingOverThresholds,
     RolloutInProgress,
-    ReplicationLagging { why: String },
+    ReplicationLagging {
+        why: String,
+    },
     /// A restore test waits for a backup to restore, an archive for a verified one: the
     /// instant stays due (within the starting deadline) until there is one.
     NothingToRestore,
@@ -117,7 +119,11 @@ pub fn due(i: &Input<'_>) -> (Vec<Due>, Vec<(Task, NotNow)>) {
         start.push(Due {
             task,
             at,
-            trigger: if at < i.started { Trigger::CatchUp } else { Trigger::Schedule },
+            trigger: if at < i.started {
+                Trigger::CatchUp
+            } else {
+                Trigger::Schedule
+            },
             window_closes: closes,
         });
     }

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use crate::backup::Backup;
 use crate::maintenance::{needs_vacuum, window_closes};
 use crate::model::DatabaseState;
-use crate::observe::{Observation, ServerObs, SlowStats, SlotRow};
+use crate::observe::{Observation, ServerObs, SlotRow, SlowStats};
 use crate::replication::{assess, Lag, Verdict};
 
 /// A condition as the kind decides it; the controller keeps its transition time.
@@ -302,11 +302,21 @@ pub fn conditions(i: &Input<'_>) -> Vec<Decided> {
     };
     let lags = lags(obs, limit);
     let replication = match &obs.primary {
-        Err(e) => (Unknown, "PrimaryUnreachable", format!("the primary could not be read: {e}")),
+        Err(e) => (
+            Unknown,
+            "PrimaryUnreachable",
+            format!("the primary could not be read: {e}"),
+        ),
         Ok(_) if lags.is_empty() => (True, "NoReplicas", "no replicas declared".to_string()),
         Ok(_) => match lags.iter().find(|l| !l.is_healthy()) {
-            Some(l) if l.verdict == Verdict::Unknown => (Unknown, "ReplicaUnknown", format!("{}: {}", l.replica, l.message)),
-            Some(l) => (False, verdict_reason(l.verdict), format!("{}: {}", l.replica, l.message)),
+            Some(l) if l.verdict == Verdict::Unknown => {
+                (Unknown, "ReplicaUnknown", format!("{}: {}", l.replica, l.message))
+            }
+            Some(l) => (
+                False,
+                verdict_reason(l.verdict),
+                format!("{}: {}", l.replica, l.message),
+            ),
             None => (
                 True,
                 "Streaming",
@@ -387,7 +397,14 @@ fn backup_condition(i: &Input<'_>) -> Decided {
     };
     let backups = match &i.backups {
         Ok(b) => *b,
-        Err(e) => return (t, Unknown, "StoreUnreadable", format!("the backups could not be listed: {e}")),
+        Err(e) => {
+            return (
+                t,
+                Unknown,
+                "StoreUnreadable",
+                format!("the backups could not be listed: {e}"),
+            )
+        }
     };
     let live: Vec<&Backup> = backups.iter().filter(|b| b.deleted_at.is_none()).collect();
     let Some(newest) = live.iter().max_by_key(|b| (b.taken_at, b.id)) else {
@@ -411,7 +428,11 @@ fn backup_condition(i: &Input<'_>) -> Decided {
         }
     }
     if spec.restore_test.is_some() {
-        match live.iter().filter(|b| b.restore.is_some()).max_by_key(|b| b.restore.as_ref().map(|r| r.at)) {
+        match live
+            .iter()
+            .filter(|b| b.restore.is_some())
+            .max_by_key(|b| b.restore.as_ref().map(|r| r.at))
+        {
             None => {
                 return (
                     t,
@@ -450,7 +471,11 @@ fn backup_condition(i: &Input<'_>) -> Decided {
         t,
         True,
         "BackupRecent",
-        format!("newest backup {} at {} (no restore test declared)", newest.file, rfc3339(newest.taken_at)),
+        format!(
+            "newest backup {} at {} (no restore test declared)",
+            newest.file,
+            rfc3339(newest.taken_at)
+        ),
     )
 }
 
@@ -481,5 +506,14 @@ fn maintenance_condition(i: &Input<'_>) -> Decided {
         },
         _ => String::new(),
     };
-    (t, True, "VacuumDue", format!("{} table(s) over the thresholds, {when}: {}", over.len(), over.join(", ")))
+    (
+        t,
+        True,
+        "VacuumDue",
+        format!(
+            "{} table(s) over the thresholds, {when}: {}",
+            over.len(),
+            over.join(", ")
+        ),
+    )
 }

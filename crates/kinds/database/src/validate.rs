@@ -224,7 +224,10 @@ pub fn check_references(
                 errors.push(err(
                     &g.database,
                     format!("spec.gates[{i}].database"),
-                    format!("no Database named {:?} in this desired state", g.database.value.as_str()),
+                    format!(
+                        "no Database named {:?} in this desired state",
+                        g.database.value.as_str()
+                    ),
                 ));
             }
         }

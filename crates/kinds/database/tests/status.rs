@@ -121,7 +121,11 @@ fn backup(id: i64, taken_at: OffsetDateTime, restore: Option<bool>) -> Backup {
             restore_seconds: 4.2,
             checks: vec![],
             target: "throwaway local server".into(),
-            message: if passed { "passed".into() } else { "pg_restore: error: corrupt".into() },
+            message: if passed {
+                "passed".into()
+            } else {
+                "pg_restore: error: corrupt".into()
+            },
         }),
         archived_to: None,
         deleted_at: None,
@@ -169,7 +173,10 @@ fn paused_replay_closes_the_gate_with_the_measured_lag() {
     let (s, r, m) = cond(&d, &o, &[], NOW, ConditionType::ReplicationHealthy);
     assert_eq!((s, r), (ConditionStatus::False, "ReplayPaused"), "{m}");
     let why = gate_hold("tc-db", Some(&o), std::time::Duration::from_secs(30)).expect("held");
-    assert!(why.contains("Database/tc-db") && why.contains("42.0 s") && why.contains("50000 bytes"), "{why}");
+    assert!(
+        why.contains("Database/tc-db") && why.contains("42.0 s") && why.contains("50000 bytes"),
+        "{why}"
+    );
     let (s, _, _) = cond(&d, &o, &[], NOW, ConditionType::FailoverReady);
     assert_eq!(s, ConditionStatus::False);
 }
@@ -238,17 +245,35 @@ fn backup_healthy_needs_a_recent_backup_and_a_passed_restore_test() {
     let fresh = datetime!(2026-12-02 02:00 UTC);
     let (s, r, _) = cond(&d, &o, &[backup(1, fresh, None)], NOW, ConditionType::BackupHealthy);
     assert_eq!((s, r), (ConditionStatus::False, "NeverVerified"));
-    let (s, r, m) = cond(&d, &o, &[backup(1, fresh, Some(true))], NOW, ConditionType::BackupHealthy);
+    let (s, r, m) = cond(
+        &d,
+        &o,
+        &[backup(1, fresh, Some(true))],
+        NOW,
+        ConditionType::BackupHealthy,
+    );
     assert_eq!((s, r), (ConditionStatus::True, "BackupVerified"), "{m}");
     assert!(m.contains("4.2s"), "the restore time is reported: {m}");
-    let (s, r, m) = cond(&d, &o, &[backup(1, fresh, Some(false))], NOW, ConditionType::BackupHealthy);
+    let (s, r, m) = cond(
+        &d,
+        &o,
+        &[backup(1, fresh, Some(false))],
+        NOW,
+        ConditionType::BackupHealthy,
+    );
     assert_eq!((s, r), (ConditionStatus::False, "RestoreTestFailed"));
     assert!(m.contains("corrupt"), "{m}");
     // Daily backups: 30 h old is over the period (24 h) plus its margin (6 h).
     let old = NOW - time::Duration::hours(31);
     let (s, r, _) = cond(&d, &o, &[backup(1, old, Some(true))], NOW, ConditionType::BackupHealthy);
     assert_eq!((s, r), (ConditionStatus::False, "BackupTooOld"));
-    let (s, _, _) = cond(&d, &o, &[backup(1, NOW - time::Duration::hours(29), Some(true))], NOW, ConditionType::BackupHealthy);
+    let (s, _, _) = cond(
+        &d,
+        &o,
+        &[backup(1, NOW - time::Duration::hours(29), Some(true))],
+        NOW,
+        ConditionType::BackupHealthy,
+    );
     assert_eq!(s, ConditionStatus::True);
     let unreadable = conditions(&Input {
         db: &d,
@@ -303,7 +328,10 @@ fn vacuum_is_due_only_in_the_window_and_never_during_a_rollout_or_lag() {
     };
     let in_window = datetime!(2026-12-02 06:20 UTC);
     let (start, _) = input(in_window, false, &o);
-    let v = start.iter().find(|d| d.task == Task::Vacuum).expect("vacuum due in the window");
+    let v = start
+        .iter()
+        .find(|d| d.task == Task::Vacuum)
+        .expect("vacuum due in the window");
     assert_eq!(v.at, datetime!(2026-12-02 06:00 UTC));
     assert_eq!(v.window_closes, Some(datetime!(2026-12-02 07:00 UTC)));
     let (start, held) = input(in_window, true, &o);
@@ -312,7 +340,9 @@ fn vacuum_is_due_only_in_the_window_and_never_during_a_rollout_or_lag() {
     let lagging = with_bloat(obs(50_000, Some(60.0), false));
     let (start, held) = input(in_window, false, &lagging);
     assert!(start.iter().all(|d| d.task != Task::Vacuum));
-    assert!(held.iter().any(|h| matches!(h, (Task::Vacuum, NotNow::ReplicationLagging { .. }))));
+    assert!(held
+        .iter()
+        .any(|h| matches!(h, (Task::Vacuum, NotNow::ReplicationLagging { .. }))));
     // 07:30: the window closed at 07:00; nothing starts until the next one.
     let (start, _) = input(datetime!(2026-12-02 07:30 UTC), false, &o);
     assert!(start.iter().all(|d| d.task != Task::Vacuum), "{start:?}");

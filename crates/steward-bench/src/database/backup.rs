@@ -43,7 +43,11 @@ fn dir_size(p: &Path) -> u64 {
 
 /// Runs `f` on a thread of its own, waiting at most `limit` (a child it started is left to die
 /// with this process: pg_dump writes into our pipe).
-fn bounded<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+fn bounded<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> anyhow::Result<T> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());
@@ -85,7 +89,12 @@ impl Table {
             let each: Vec<String> = xs.iter().map(|x| format!("{x:.2} s")).collect();
             let mean = xs.iter().sum::<f64>() / xs.len() as f64;
             let size = if with_size { format!(" {size} |") } else { String::new() };
-            let _ = writeln!(out, "| {label} | {} | {} | {mean:.2} s |{size}", xs.len(), each.join(", "));
+            let _ = writeln!(
+                out,
+                "| {label} | {} | {} | {mean:.2} s |{size}",
+                xs.len(),
+                each.join(", ")
+            );
         }
     }
 }
@@ -187,7 +196,15 @@ fn restore_by_hand(
     check_sql: &str,
 ) -> anyhow::Result<(Duration, Duration, Duration, String)> {
     let create = run_timed(
-        Command::new(pg_program("createdb")).args(["-h", &server.dir.display().to_string(), "-p", "5432", "-U", "postgres", db]),
+        Command::new(pg_program("createdb")).args([
+            "-h",
+            &server.dir.display().to_string(),
+            "-p",
+            "5432",
+            "-U",
+            "postgres",
+            db,
+        ]),
         Duration::from_secs(60),
     )?;
     let mut cmd = Command::new(pg_program("pg_restore"));
@@ -213,10 +230,15 @@ pub fn run(o: &Opts, left: Duration) -> anyhow::Result<String> {
          (SELECT coalesce(sum(pg_total_relation_size(relid)), 0)::bigint FROM pg_stat_user_tables WHERE relname LIKE 'big\\_%')",
         &[],
     )?;
-    let (size, big_tables, big_rows, big_bytes): (i64, i64, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
+    let (size, big_tables, big_rows, big_bytes): (i64, i64, i64, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
     let expected: i64 = c.query_one("SELECT count(*) FROM big_1", &[])?.get(0);
     drop(c);
-    anyhow::ensure!(big_tables > 0, "no big_* tables in {}: scripts/bench-database.sh makes them", o.db);
+    anyhow::ensure!(
+        big_tables > 0,
+        "no big_* tables in {}: scripts/bench-database.sh makes them",
+        o.db
+    );
     say!("backup: {} database, {big_tables} big tables", mib(size as u64));
     let dir = o.work.join("backups");
     std::fs::create_dir_all(&dir)?;
@@ -231,7 +253,8 @@ pub fn run(o: &Opts, left: Duration) -> anyhow::Result<String> {
     let mut kept: Option<BackupFile> = None;
     let mut per_dump = Duration::from_secs(60);
     const MANUAL_FC: &str = "`pg_dump -Fc -f FILE` by hand";
-    const STEWARD_FC: &str = "`pg_backup::take_backup` (pg_dump -Fc into a pipe, sha256 on the way, fsync, link, fsync dir)";
+    const STEWARD_FC: &str =
+        "`pg_backup::take_backup` (pg_dump -Fc into a pipe, sha256 on the way, fsync, link, fsync dir)";
     const SHA: &str = "`sha256sum FILE` of that -Fc file by hand";
     for i in 0..o.backup_runs {
         if remaining() < per_dump * 8 {
@@ -244,8 +267,16 @@ pub fn run(o: &Opts, left: Duration) -> anyhow::Result<String> {
         let dt = run_timed(&mut cmd, STEP_LIMIT)?;
         per_dump = dt;
         let fsize = dir_size(&f);
-        let sha = run_timed(Command::new("sha256sum").arg(&f).stdout(std::process::Stdio::null()), STEP_LIMIT)?;
-        say!("backup: pg_dump -Fc {} ({}), sha256sum {}", fmt_secs(dt), mib(fsize), fmt_secs(sha));
+        let sha = run_timed(
+            Command::new("sha256sum").arg(&f).stdout(std::process::Stdio::null()),
+            STEP_LIMIT,
+        )?;
+        say!(
+            "backup: pg_dump -Fc {} ({}), sha256sum {}",
+            fmt_secs(dt),
+            mib(fsize),
+            fmt_secs(sha)
+        );
         dumps.push(MANUAL_FC, secs(dt), mib(fsize));
         dumps.push(SHA, secs(sha), "–".into());
         let _ = std::fs::remove_file(&f);
@@ -266,17 +297,31 @@ pub fn run(o: &Opts, left: Duration) -> anyhow::Result<String> {
     for i in 0..o.backup_runs {
         for jobs in [2usize, 1] {
             if remaining() < per_dump * 6 {
-                say!("backup: budget left {}, skipping pg_dump -Fd -j {jobs}", fmt_secs(remaining()));
+                say!(
+                    "backup: budget left {}, skipping pg_dump -Fd -j {jobs}",
+                    fmt_secs(remaining())
+                );
                 continue;
             }
             let d = dir.join(format!("fd-j{jobs}-{i}"));
             let mut cmd = Command::new(pg_program("pg_dump"));
-            cmd.args(["--format=directory", &format!("--jobs={jobs}"), "--no-password", "-d", &url, "-f"])
-                .arg(&d);
+            cmd.args([
+                "--format=directory",
+                &format!("--jobs={jobs}"),
+                "--no-password",
+                "-d",
+                &url,
+                "-f",
+            ])
+            .arg(&d);
             let dt = run_timed(&mut cmd, STEP_LIMIT)?;
             let s = dir_size(&d);
             say!("backup: pg_dump -Fd -j {jobs} {} ({})", fmt_secs(dt), mib(s));
-            dumps.push(&format!("`pg_dump --format=directory -j {jobs} -f DIR` by hand"), secs(dt), mib(s));
+            dumps.push(
+                &format!("`pg_dump --format=directory -j {jobs} -f DIR` by hand"),
+                secs(dt),
+                mib(s),
+            );
             if jobs == 2 && fd_dir.is_none() {
                 fd_dir = Some(d);
             } else {
@@ -304,7 +349,11 @@ pub fn run(o: &Opts, left: Duration) -> anyhow::Result<String> {
         })?;
         let whole = t.elapsed();
         anyhow::ensure!(r.passed, "steward's restore test failed: {}", r.message);
-        say!("backup: restore_test {} (pg_restore {:.1} s)", fmt_secs(whole), r.restore_seconds);
+        say!(
+            "backup: restore_test {} (pg_restore {:.1} s)",
+            fmt_secs(whole),
+            r.restore_seconds
+        );
         restores.push(ST_WHOLE, secs(whole), String::new());
         restores.push(ST_RESTORE, r.restore_seconds, String::new());
         per_restore = whole;
@@ -313,11 +362,19 @@ pub fn run(o: &Opts, left: Duration) -> anyhow::Result<String> {
         let mut server = ManualServer::new(o.work.join("manual-server"))?;
         let (initdb, start) = server.start()?;
         let (create, restore, check, value) = restore_by_hand(&server, "restored", &kept.path, 1, check_sql)?;
-        anyhow::ensure!(value == expected.to_string(), "restored big_1 has {value} rows, expected {expected}");
+        anyhow::ensure!(
+            value == expected.to_string(),
+            "restored big_1 has {value} rows, expected {expected}"
+        );
         let stop = server.stop()?;
         let total = t.elapsed();
         drop(server);
-        say!("backup: by hand {} (pg_restore {}), run {}", fmt_secs(total), fmt_secs(restore), i + 1);
+        say!(
+            "backup: by hand {} (pg_restore {}), run {}",
+            fmt_secs(total),
+            fmt_secs(restore),
+            i + 1
+        );
         restores.push(BH_TOTAL, secs(total), String::new());
         for (what, d) in [
             ("by hand: `initdb`", initdb),
@@ -341,11 +398,18 @@ pub fn run(o: &Opts, left: Duration) -> anyhow::Result<String> {
             let (_, dt, _, value) = restore_by_hand(&server, &format!("restored_j{i}"), input, 2, check_sql)?;
             anyhow::ensure!(value == expected.to_string(), "restored big_1 has {value} rows");
             say!("backup: pg_restore -j 2 from the {what}: {}", fmt_secs(dt));
-            restores.push(&format!("by hand, `pg_restore -j 2` from the {what}"), secs(dt), String::new());
+            restores.push(
+                &format!("by hand, `pg_restore -j 2` from the {what}"),
+                secs(dt),
+                String::new(),
+            );
         }
         server.stop()?;
     } else {
-        say!("backup: budget left {}, skipping the parallel restores", fmt_secs(remaining()));
+        say!(
+            "backup: budget left {}, skipping the parallel restores",
+            fmt_secs(remaining())
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -382,7 +446,10 @@ pub fn run(o: &Opts, left: Duration) -> anyhow::Result<String> {
     let _ = writeln!(out, "|---|---:|---:|---:|");
     restores.write(&mut out, false);
     let (sw, sr) = (restores.mean(ST_WHOLE), restores.mean(ST_RESTORE));
-    let (bt, br) = (restores.mean(BH_TOTAL), restores.mean("by hand: `pg_restore` (one job, from the same -Fc file)"));
+    let (bt, br) = (
+        restores.mean(BH_TOTAL),
+        restores.mean("by hand: `pg_restore` (one job, from the same -Fc file)"),
+    );
     if bt.is_finite() {
         let _ = writeln!(
             out,

@@ -34,7 +34,10 @@ impl Drop for ResumeGuard {
                 }
             }
         }
-        say!("gate: REPLAY MAY STILL BE PAUSED on {}: run SELECT pg_wal_replay_resume()", self.replica);
+        say!(
+            "gate: REPLAY MAY STILL BE PAUSED on {}: run SELECT pg_wal_replay_resume()",
+            self.replica
+        );
     }
 }
 
@@ -86,7 +89,9 @@ pub fn run(o: &Opts) -> anyhow::Result<String> {
     let db = database_state(NAME, &purl, &rurl)?;
     let mut primary = client(&purl)?;
     let mut replica = client(&rurl)?;
-    primary.batch_execute("CREATE TABLE IF NOT EXISTS bench_lag_probe (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())")?;
+    primary.batch_execute(
+        "CREATE TABLE IF NOT EXISTS bench_lag_probe (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())",
+    )?;
     let mut ob = Observer::default();
     let mut passes = Vec::new();
     // Open before anything (replay running, caught up); another user's pause would show here.
@@ -166,7 +171,10 @@ pub fn run(o: &Opts) -> anyhow::Result<String> {
         rounds.len(),
         db.lag_limit().as_secs()
     );
-    let _ = writeln!(out, "| measurement | N | min / median / max | observations until then (min / median / max) |");
+    let _ = writeln!(
+        out,
+        "| measurement | N | min / median / max | observations until then (min / median / max) |"
+    );
     let _ = writeln!(out, "|---|---:|---:|---:|");
     let _ = writeln!(
         out,

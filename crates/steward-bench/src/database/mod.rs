@@ -57,7 +57,8 @@ pub struct Opts {
     pub work: PathBuf,
 }
 
-const USAGE: &str = "usage: steward-bench database --db steward_bench_NAME [--primary postgres://postgres@127.0.0.1:15433] \
+const USAGE: &str =
+    "usage: steward-bench database --db steward_bench_NAME [--primary postgres://postgres@127.0.0.1:15433] \
 [--replica postgres://postgres@127.0.0.1:15434] [--passes 200] [--psql-runs 50] [--backup-runs 3] [--gate-rounds 10] \
 [--only observe|backup|gate]... [--work DIR]\n\n\
 1. observe: Observer::observe (cheap pass and stats pass; kept connections and anew), statements and round trips \
@@ -102,11 +103,17 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Opts> {
         }
     }
     let ok_name = o.db.starts_with("steward_bench_")
-        && o.db.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        && o.db
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
     if !ok_name {
         bail!("--db must name the scratch database, steward_bench_[a-z0-9_]*\n{USAGE}");
     }
-    if let Some(s) = o.sections.iter().find(|s| !["observe", "backup", "gate"].contains(&s.as_str())) {
+    if let Some(s) = o
+        .sections
+        .iter()
+        .find(|s| !["observe", "backup", "gate"].contains(&s.as_str()))
+    {
         bail!("unknown section {s:?}");
     }
     if o.passes == 0 || o.psql_runs == 0 || o.backup_runs == 0 || o.gate_rounds == 0 {
@@ -141,7 +148,9 @@ pub fn host_port(url: &str) -> anyhow::Result<(String, u16)> {
 pub fn user_of(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let authority = rest.split(['/', '?']).next().unwrap_or("");
-    authority.rsplit_once('@').map_or("postgres".into(), |(u, _)| u.to_string())
+    authority
+        .rsplit_once('@')
+        .map_or("postgres".into(), |(u, _)| u.to_string())
 }
 
 /// A Database document naming the two servers (as a user writes it), read the controller's way.
@@ -170,8 +179,10 @@ pub fn database_state(name: &str, primary: &str, replica: &str) -> anyhow::Resul
 /// A blocking client on `url` (the bench's own, for set-up and probes; never timed as steward's).
 pub fn client(url: &str) -> anyhow::Result<postgres::Client> {
     let mut cfg: postgres::Config = url.parse()?;
-    cfg.connect_timeout(Duration::from_secs(5)).application_name("steward-bench");
-    cfg.connect(postgres::NoTls).with_context(|| format!("cannot connect to {url}"))
+    cfg.connect_timeout(Duration::from_secs(5))
+        .application_name("steward-bench");
+    cfg.connect(postgres::NoTls)
+        .with_context(|| format!("cannot connect to {url}"))
 }
 
 /// Runs `psql -X -A -t -q -d URL -c SQL` as a user would, timed; fails on a non-zero exit.
@@ -185,7 +196,10 @@ pub fn psql_timed(url: &str, sql: &str) -> anyhow::Result<(Duration, String)> {
         .context("cannot run psql")?;
     let dt = t.elapsed();
     if !out.status.success() {
-        bail!("psql -c {sql:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "psql -c {sql:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok((dt, String::from_utf8_lossy(&out.stdout).into_owned()))
 }
@@ -222,14 +236,20 @@ pub fn run_timed(cmd: &mut Command, limit: Duration) -> anyhow::Result<Duration>
     if !status.success() {
         let stderr = reader.join().unwrap_or_default();
         let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
-        bail!("{what} failed ({status}): {}", tail.into_iter().rev().collect::<Vec<_>>().join(" / "));
+        bail!(
+            "{what} failed ({status}): {}",
+            tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+        );
     }
     Ok(dt)
 }
 
 fn machine(o: &Opts) -> String {
     let version = client(&with_db(&o.primary, &o.db))
-        .and_then(|mut c| Ok(c.query_one("SELECT current_setting('server_version')", &[])?.get::<_, String>(0)))
+        .and_then(|mut c| {
+            Ok(c.query_one("SELECT current_setting('server_version')", &[])?
+                .get::<_, String>(0))
+        })
         .unwrap_or_else(|e| format!("? ({e:#})"));
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!(

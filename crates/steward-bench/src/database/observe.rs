@@ -138,7 +138,10 @@ pub fn run(o: &Opts) -> anyhow::Result<String> {
     let (tables, live, dead, size): (i64, i64, i64, i64) = (facts.get(0), facts.get(1), facts.get(2), facts.get(3));
     drop(c);
     if tables < 200 {
-        anyhow::bail!("{} has {tables} tables; scripts/bench-database.sh creates 200 and more", o.db);
+        anyhow::bail!(
+            "{} has {tables} tables; scripts/bench-database.sh creates 200 and more",
+            o.db
+        );
     }
     say!("observe: {tables} tables, {live} live and {dead} dead tuples");
     let first = Observer::default().observe(&db, None, true, OffsetDateTime::now_utc());
@@ -150,7 +153,10 @@ pub fn run(o: &Opts) -> anyhow::Result<String> {
     };
 
     // Counting, through the proxies.
-    let (pp, rp) = (Proxy::start(host_port(&o.primary)?)?, Proxy::start(host_port(&o.replica)?)?);
+    let (pp, rp) = (
+        Proxy::start(host_port(&o.primary)?)?,
+        Proxy::start(host_port(&o.replica)?)?,
+    );
     let via = |url: &str, port: u16| format!("postgres://{}@127.0.0.1:{port}/{}", user_of(url), o.db);
     let proxied = database_state("bench-db", &via(&o.primary, pp.port), &via(&o.replica, rp.port))?;
     let mut counts = Vec::new();
@@ -163,7 +169,11 @@ pub fn run(o: &Opts) -> anyhow::Result<String> {
         counts.push((label.to_string(), counted(&proxied, &pp, &rp, conn, stats)?));
     }
     for g in GUIDE {
-        let (proxy, url) = if g.server == "primary" { (&pp, &o.primary) } else { (&rp, &o.replica) };
+        let (proxy, url) = if g.server == "primary" {
+            (&pp, &o.primary)
+        } else {
+            (&rp, &o.replica)
+        };
         let before = proxy.counts();
         psql_timed(&via(url, proxy.port), g.sql)?;
         std::thread::sleep(Duration::from_millis(200));
@@ -204,7 +214,9 @@ pub fn run(o: &Opts) -> anyhow::Result<String> {
         }
     }
     let round = |idx: &[usize]| -> Vec<f64> {
-        (0..o.psql_runs).map(|k| idx.iter().map(|&i| guide[i][k]).sum()).collect()
+        (0..o.psql_runs)
+            .map(|k| idx.iter().map(|&i| guide[i][k]).sum())
+            .collect()
     };
 
     let mut out = String::new();
@@ -267,7 +279,11 @@ pub fn run(o: &Opts) -> anyhow::Result<String> {
         "`psql -c` ×4 in a row: connections, replication, table sizes, dead tuples",
         &round(&[0, 1, 3, 4]),
     );
-    row(&mut out, "`psql -c` ×6 in a row: all six (what the stats pass reads)", &round(&[0, 1, 2, 3, 4, 5]));
+    row(
+        &mut out,
+        "`psql -c` ×6 in a row: all six (what the stats pass reads)",
+        &round(&[0, 1, 2, 3, 4, 5]),
+    );
     let _ = writeln!(out);
     Ok(out)
 }

@@ -13,8 +13,8 @@ use steward_database::status::gate_hold;
 use steward_database::{Reason, Task};
 use steward_plan::plan::Hold;
 use steward_plan::rollout::{JobObs, Rollout};
-use steward_plan::Desired;
 use steward_plan::status::EventType;
+use steward_plan::Desired;
 use steward_schedule::run::Trigger;
 use steward_store::Claim;
 use time::OffsetDateTime;
@@ -93,7 +93,10 @@ impl Controller {
                     EventType::Warning,
                     Reason::WaitingOn.as_str(),
                     &ObjectRef::service(&d.name).to_string(),
-                    format!("rollout of generation {} held by a deploy gate: {what}", desired.generation),
+                    format!(
+                        "rollout of generation {} held by a deploy gate: {what}",
+                        desired.generation
+                    ),
                 );
                 self.gate_held.insert(d.name.clone(), what.clone());
             }

@@ -227,7 +227,9 @@ impl Controller {
             .get(name)
             .and_then(|rt| rt.last.as_ref())
             .and_then(|o| o.stats.as_ref())
-            .is_none_or(|s| now - s.at >= time::Duration::try_from(db.spec.stats_interval.get()).unwrap_or(time::Duration::MAX));
+            .is_none_or(|s| {
+                now - s.at >= time::Duration::try_from(db.spec.stats_interval.get()).unwrap_or(time::Duration::MAX)
+            });
         // Inside the maintenance window the dead tuples are what is acted on: read them fresh.
         let obs = self.observe_database(&db, stats_due || window_open).await;
         let backups = self.store.backups(Some(name)).map_err(|e| error_chain(&e));
@@ -405,7 +407,12 @@ impl Controller {
             };
             if changed && (prev.is_some() || bad) {
                 let type_ev = if bad { EventType::Warning } else { EventType::Normal };
-                self.event(type_ev, reason, &object, format!("{} {}: {message}", type_.as_str(), st.as_str()));
+                self.event(
+                    type_ev,
+                    reason,
+                    &object,
+                    format!("{} {}: {message}", type_.as_str(), st.as_str()),
+                );
             }
             conditions.push(Condition {
                 type_,

@@ -76,10 +76,7 @@ pub fn execute(task: Task, db: &DatabaseState, store: &Store, ctx: &TaskContext)
 }
 
 fn local_date(db: &DatabaseState, at: OffsetDateTime) -> time::Date {
-    db.backup
-        .as_ref()
-        .and_then(|c| c.local_date(at))
-        .unwrap_or(at.date())
+    db.backup.as_ref().and_then(|c| c.local_date(at)).unwrap_or(at.date())
 }
 
 fn backup(db: &DatabaseState, store: &Store, ctx: &TaskContext) -> TaskOutcome {
@@ -88,7 +85,8 @@ fn backup(db: &DatabaseState, store: &Store, ctx: &TaskContext) -> TaskOutcome {
     };
     let dir = PathBuf::from(&spec.directory);
     if let Err(e) = std::fs::create_dir_all(&dir) {
-        return TaskOutcome::failed(Reason::BackupFailed,
+        return TaskOutcome::failed(
+            Reason::BackupFailed,
             format!("cannot create the backup directory {}: {e}", dir.display()),
         );
     }
@@ -101,7 +99,12 @@ fn backup(db: &DatabaseState, store: &Store, ctx: &TaskContext) -> TaskOutcome {
     let name = backup_file_name(&db.name, ctx.now);
     let file = match pg_backup::take_backup(&db.spec.primary, db.password.as_deref(), &dir, &name) {
         Ok(f) => f,
-        Err(e) => return TaskOutcome::failed(Reason::BackupFailed, format!("backup to {} failed: {}", dir.display(), error_chain(&e))),
+        Err(e) => {
+            return TaskOutcome::failed(
+                Reason::BackupFailed,
+                format!("backup to {} failed: {}", dir.display(), error_chain(&e)),
+            )
+        }
     };
     let record = Backup {
         id: 0,
@@ -130,7 +133,8 @@ fn backup(db: &DatabaseState, store: &Store, ctx: &TaskContext) -> TaskOutcome {
     };
     if let Err(e) = store.add_backup(&record) {
         // The file is complete but unrecorded: retention will never count or delete it.
-        return TaskOutcome::failed(Reason::BackupFailed,
+        return TaskOutcome::failed(
+            Reason::BackupFailed,
             format!("backup {} written but not recorded: {}", record.file, error_chain(&e)),
         );
     }
@@ -147,7 +151,10 @@ pub fn apply_retention(db: &DatabaseState, store: &Store, out: &mut TaskOutcome)
     let all = match store.backups(Some(&db.name)) {
         Ok(b) => b,
         Err(e) => {
-            out.logs.push_str(&format!("\nretention skipped: the backups could not be listed: {}", error_chain(&e)));
+            out.logs.push_str(&format!(
+                "\nretention skipped: the backups could not be listed: {}",
+                error_chain(&e)
+            ));
             return;
         }
     };
@@ -155,7 +162,9 @@ pub fn apply_retention(db: &DatabaseState, store: &Store, out: &mut TaskOutcome)
     let records: Vec<retention::BackupRecord> = live.iter().map(|b| b.retention_record()).collect();
     let decision = retention::decide(&records, &spec.retention);
     for id in decision.delete {
-        let Some(b) = live.iter().find(|b| b.id as u64 == id) else { continue };
+        let Some(b) = live.iter().find(|b| b.id as u64 == id) else {
+            continue;
+        };
         let path = Path::new(&b.file);
         match std::fs::remove_file(path) {
             Ok(()) => {}
@@ -166,7 +175,11 @@ pub fn apply_retention(db: &DatabaseState, store: &Store, out: &mut TaskOutcome)
             }
         }
         if let Err(e) = store.mark_backup_deleted(b.id, OffsetDateTime::now_utc()) {
-            out.logs.push_str(&format!("\ndeleted {} but cannot record it: {}", b.file, error_chain(&e)));
+            out.logs.push_str(&format!(
+                "\ndeleted {} but cannot record it: {}",
+                b.file,
+                error_chain(&e)
+            ));
             continue;
         }
         let r = &spec.retention;
@@ -184,9 +197,13 @@ fn restore_test(db: &DatabaseState, store: &Store, ctx: &TaskContext) -> TaskOut
         return TaskOutcome::failed(Reason::RestoreTestFailed, "no spec.backup.restoreTest declared".into());
     };
     let newest = match store.backups(Some(&db.name)) {
-        Ok(b) => b.into_iter().filter(|b| b.deleted_at.is_none()).max_by_key(|b| (b.taken_at, b.id)),
+        Ok(b) => b
+            .into_iter()
+            .filter(|b| b.deleted_at.is_none())
+            .max_by_key(|b| (b.taken_at, b.id)),
         Err(e) => {
-            return TaskOutcome::failed(Reason::RestoreTestFailed,
+            return TaskOutcome::failed(
+                Reason::RestoreTestFailed,
                 format!("the backups could not be listed: {}", error_chain(&e)),
             )
         }
@@ -204,7 +221,8 @@ fn restore_test(db: &DatabaseState, store: &Store, ctx: &TaskContext) -> TaskOut
     let mut r: RestoreResult = pg_backup::restore_test(Path::new(&b.file), &b.sha256, &target, &spec.checks);
     r.at = ctx.now.max(r.at);
     if let Err(e) = store.set_backup_restore(b.id, &r) {
-        return TaskOutcome::failed(Reason::RestoreTestFailed,
+        return TaskOutcome::failed(
+            Reason::RestoreTestFailed,
             format!("restore test of {} done but not recorded: {}", b.file, error_chain(&e)),
         );
     }
@@ -217,7 +235,11 @@ fn restore_test(db: &DatabaseState, store: &Store, ctx: &TaskContext) -> TaskOut
                 if c.passed { "PASS" } else { "FAIL" },
                 c.query,
                 c.value.as_deref().unwrap_or("-"),
-                if c.message.is_empty() { c.expect.as_str() } else { c.message.as_str() }
+                if c.message.is_empty() {
+                    c.expect.as_str()
+                } else {
+                    c.message.as_str()
+                }
             )
         })
         .collect();
@@ -234,7 +256,10 @@ fn restore_test(db: &DatabaseState, store: &Store, ctx: &TaskContext) -> TaskOut
     };
     TaskOutcome {
         ok: r.passed,
-        logs: std::iter::once(message.clone()).chain(checks).collect::<Vec<_>>().join("\n"),
+        logs: std::iter::once(message.clone())
+            .chain(checks)
+            .collect::<Vec<_>>()
+            .join("\n"),
         events: vec![(
             if r.passed {
                 Reason::RestoreTestPassed
@@ -254,7 +279,12 @@ fn archive(db: &DatabaseState, store: &Store) -> TaskOutcome {
     };
     let all = match store.backups(Some(&db.name)) {
         Ok(b) => b,
-        Err(e) => return TaskOutcome::failed(Reason::ArchiveFailed, format!("the backups could not be listed: {}", error_chain(&e))),
+        Err(e) => {
+            return TaskOutcome::failed(
+                Reason::ArchiveFailed,
+                format!("the backups could not be listed: {}", error_chain(&e)),
+            )
+        }
     };
     let Some(b) = all
         .into_iter()
@@ -271,7 +301,10 @@ fn archive(db: &DatabaseState, store: &Store) -> TaskOutcome {
         Ok(path) => {
             let path = path.display().to_string();
             if let Err(e) = store.set_backup_archived(b.id, &path) {
-                return TaskOutcome::failed(Reason::ArchiveFailed, format!("archived to {path} but not recorded: {}", error_chain(&e)));
+                return TaskOutcome::failed(
+                    Reason::ArchiveFailed,
+                    format!("archived to {path} but not recorded: {}", error_chain(&e)),
+                );
             }
             let message = format!("{} archived to {path}, checksum verified", b.file);
             TaskOutcome {
@@ -282,7 +315,10 @@ fn archive(db: &DatabaseState, store: &Store) -> TaskOutcome {
                 restore_seconds: None,
             }
         }
-        Err(e) => TaskOutcome::failed(Reason::ArchiveFailed, format!("archive of {} failed: {}", b.file, error_chain(&e))),
+        Err(e) => TaskOutcome::failed(
+            Reason::ArchiveFailed,
+            format!("archive of {} failed: {}", b.file, error_chain(&e)),
+        ),
     }
 }
 
@@ -309,7 +345,8 @@ fn vacuum(db: &DatabaseState, ctx: &TaskContext) -> TaskOutcome {
             Ok(t) => t,
             Err(e) => {
                 out.ok = false;
-                out.logs.push_str(&format!("cannot read table statistics: {}\n", error_chain(&e)));
+                out.logs
+                    .push_str(&format!("cannot read table statistics: {}\n", error_chain(&e)));
                 break;
             }
         };
@@ -321,12 +358,14 @@ fn vacuum(db: &DatabaseState, ctx: &TaskContext) -> TaskOutcome {
         let Some(t) = over.first().cloned() else { break };
         if ctx.window_closes.is_some_and(|end| OffsetDateTime::now_utc() >= end) {
             left = over.len();
-            out.logs.push_str("the window closed: the rest waits for the next window\n");
+            out.logs
+                .push_str("the window closed: the rest waits for the next window\n");
             break;
         }
         if ctx.hold.load(Ordering::SeqCst) {
             left = over.len();
-            out.logs.push_str("held (a rollout began or a replica lags): the rest waits\n");
+            out.logs
+                .push_str("held (a rollout began or a replica lags): the rest waits\n");
             break;
         }
         match pg_maintenance::vacuum_table(&mut c, &t.name, m.lock_timeout.get(), m.statement_timeout.get()) {
@@ -352,7 +391,14 @@ fn vacuum(db: &DatabaseState, ctx: &TaskContext) -> TaskOutcome {
     }
     out.message = match (done.len(), left) {
         (0, 0) if out.ok => "no table over the vacuum thresholds".into(),
-        (n, 0) => format!("{n} table(s) vacuumed{}", if skipped.is_empty() { String::new() } else { format!(", {} failed", skipped.len()) }),
+        (n, 0) => format!(
+            "{n} table(s) vacuumed{}",
+            if skipped.is_empty() {
+                String::new()
+            } else {
+                format!(", {} failed", skipped.len())
+            }
+        ),
         (n, l) => format!("{n} table(s) vacuumed, {l} left for the next window"),
     };
     out

@@ -74,7 +74,11 @@ fn time_of(v: Option<&Value>) -> Option<f64> {
 impl DatabaseMetrics {
     pub fn register(registry: &mut Registry) -> DatabaseMetrics {
         let m = DatabaseMetrics::default();
-        registry.register("database_up", "1 when the server answered the last observation, 0 otherwise", m.up.clone());
+        registry.register(
+            "database_up",
+            "1 when the server answered the last observation, 0 otherwise",
+            m.up.clone(),
+        );
         registry.register_with_unit(
             "database_replication_lag",
             "Replication lag of each replica (absent when it cannot be said honestly: disconnected, not in recovery, unreachable)",
@@ -92,7 +96,12 @@ impl DatabaseMetrics {
             "Client connections of the primary by pg_stat_activity state",
             m.connections.clone(),
         );
-        registry.register_with_unit("database_size", "pg_database_size of the primary", Unit::Bytes, m.size.clone());
+        registry.register_with_unit(
+            "database_size",
+            "pg_database_size of the primary",
+            Unit::Bytes,
+            m.size.clone(),
+        );
         registry.register(
             "database_dead_tuples",
             "Dead tuples of the tables with the most (top 10)",
@@ -192,10 +201,14 @@ impl DatabaseMetrics {
             }
         }
         if let Some(t) = time_of(d.get("lastBackupSuccess")) {
-            self.backup_last_success.get_or_create(&DbLabels { database: db() }).set(t);
+            self.backup_last_success
+                .get_or_create(&DbLabels { database: db() })
+                .set(t);
         }
         if let Some(t) = time_of(d.get("lastRestoreTestSuccess")) {
-            self.restore_last_success.get_or_create(&DbLabels { database: db() }).set(t);
+            self.restore_last_success
+                .get_or_create(&DbLabels { database: db() })
+                .set(t);
         }
         if let Some(s) = d
             .pointer("/backups/lastRestoreTest/restoreSeconds")
