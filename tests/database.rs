@@ -113,6 +113,15 @@ fn database_doc(name: &str, primary: &str, replica: &str, backup_dir: &str, extr
     )
 }
 
+/// The file names in `dir`.
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect()
+}
+
 fn details(w: &World, name: &str) -> Option<serde_json::Value> {
     let s = w.status_json();
     s["items"]
@@ -178,10 +187,7 @@ fn backup_then_restore_test_passes_with_a_measured_rto_and_a_corrupted_file_fail
     assert!(list[0]["sizeBytes"].as_u64().unwrap() > 0);
     assert_eq!(list[0]["verified"], false);
     // Nothing but the completed file in the directory: no partial left behind.
-    let names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-        .collect();
+    let names = names_in(&dir);
     assert_eq!(names.len(), 1, "{names:?}");
 
     let o = w.steward(&["restore-test", "db", "--path", m]);
@@ -549,10 +555,8 @@ fn a_backup_killed_mid_way_leaves_no_counted_file_and_the_next_one_succeeds() {
     child.kill().unwrap(); // SIGKILL: no cleanup code runs
     child.wait().unwrap();
     kill_matching(&db.name);
-    let finals: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().to_string())
+    let finals: Vec<String> = names_in(&dir)
+        .into_iter()
         .filter(|n| !n.contains(".partial-"))
         .collect();
     assert!(
@@ -566,11 +570,7 @@ fn a_backup_killed_mid_way_leaves_no_counted_file_and_the_next_one_succeeds() {
     ok(&o);
     let list = backups_json(&w, "kdb");
     assert_eq!(list.len(), 1, "{list:?}");
-    let names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .collect();
+    let names = names_in(&dir);
     assert_eq!(names.len(), 1, "only the completed backup is left: {names:?}");
     let runs = w.steward(&["runs", "kdb/backup", "-o", "json"]);
     let runs: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();

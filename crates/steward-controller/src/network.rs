@@ -164,19 +164,7 @@ impl Controller {
                     "desired": e.desired,
                 })
             });
-            let status = ResourceStatus {
-                kind: KIND.into(),
-                name: e.name.clone(),
-                conditions,
-                desired_replicas: None,
-                running_replicas: None,
-                image: None,
-                observed_generation: self.generation,
-                last_reconcile: now,
-                applied_revision: None,
-                attempted_revision: None,
-                details,
-            };
+            let status = ResourceStatus::without_tasks(KIND, &e.name, conditions, self.generation, now, details);
             if let Err(err) = self.store.put_status(&status) {
                 tracing::error!(network = %e.name, error = %error_chain(&err), "cannot record status");
             }

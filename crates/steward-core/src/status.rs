@@ -116,6 +116,31 @@ pub struct ResourceStatus {
 }
 
 impl ResourceStatus {
+    /// The status of a kind that runs no tasks of its own (no replicas, image or source
+    /// revision): a Network, a Database.
+    pub fn without_tasks(
+        kind: &str,
+        name: &str,
+        conditions: Vec<Condition>,
+        generation: u64,
+        now: OffsetDateTime,
+        details: Option<serde_json::Value>,
+    ) -> Self {
+        ResourceStatus {
+            kind: kind.into(),
+            name: name.into(),
+            conditions,
+            desired_replicas: None,
+            running_replicas: None,
+            image: None,
+            observed_generation: generation,
+            last_reconcile: now,
+            applied_revision: None,
+            attempted_revision: None,
+            details,
+        }
+    }
+
     pub fn condition(&self, t: ConditionType) -> Option<&Condition> {
         self.conditions.iter().find(|c| c.type_ == t)
     }

@@ -98,12 +98,7 @@ pub struct TableHealth {
 
 impl TableHealth {
     pub fn dead_ratio(&self) -> f64 {
-        let total = self.live + self.dead;
-        if total == 0 {
-            0.0
-        } else {
-            self.dead as f64 / total as f64
-        }
+        self.stats().dead_ratio()
     }
 
     pub fn stats(&self) -> crate::maintenance::TableStats {

@@ -423,19 +423,7 @@ impl Controller {
                 observed_generation: self.generation,
             });
         }
-        let status = ResourceStatus {
-            kind: KIND.into(),
-            name: db.name.clone(),
-            conditions,
-            desired_replicas: None,
-            running_replicas: None,
-            image: None,
-            observed_generation: self.generation,
-            last_reconcile: now,
-            applied_revision: None,
-            attempted_revision: None,
-            details: Some(report),
-        };
+        let status = ResourceStatus::without_tasks(KIND, &db.name, conditions, self.generation, now, Some(report));
         if let Err(e) = self.store.put_status(&status) {
             tracing::error!(database = %db.name, error = %error_chain(&e), "cannot record status");
         }
