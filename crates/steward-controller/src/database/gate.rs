@@ -1,7 +1,7 @@
 //! Deploy gates and `backupBefore`: what the Stack pass asks of the Databases.
 //!
-//! A gate is checked only where a rollout would begin: a rollout already running is never
-//! aborted by one. A rollout is stack-wide, so a gate that holds keeps every changed service of
+//! A gate is checked only where a rollout would begin with none in progress: a rollout already
+//! running is never held or aborted by one. A rollout is stack-wide, so a gate that holds keeps every changed service of
 //! that generation waiting, each with the measured reason.
 
 use std::collections::BTreeMap;
@@ -34,7 +34,9 @@ impl Controller {
         desired_hash: &str,
         active: Option<&Rollout>,
     ) -> BTreeMap<String, Hold> {
-        if active.is_some_and(|r| r.desired_hash == desired_hash) {
+        // A rollout in progress is never held or aborted by a gate (a newer generation
+        // supersedes it as usual); nor is the rollout of this very desired state.
+        if active.is_some_and(|r| r.desired_hash == desired_hash || !r.phase.is_terminal()) {
             return BTreeMap::new();
         }
         let last_good = self.store.last_good().unwrap_or_default();
