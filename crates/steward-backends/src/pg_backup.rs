@@ -11,8 +11,10 @@
 //! arguments, and never appear in errors (a URL carrying one is refused; stderr is masked).
 //!
 //! `-Fc`, not `--format=directory -j N`: one file (one checksum, one atomic rename, one archive
-//! copy). Measured on 2 cores, 220 MB in 4 tables: `-Fc` 4.9-6.1 s, `-Fd -j 2` 2.8-5.7 s (faster
-//! only with both cores idle), one 120 MB table: both 2.8-3.0 s.
+//! copy). `-Fd -j 2` is faster when the database has several large tables and both cores are
+//! free (965 MiB in 4 tables on 2 cores: 9.9 s against 17.4 s, docs/BENCHMARKS.md) and no
+//! faster when one table dominates (pg_dump does not split a table across jobs); the directory
+//! format is the next step for large multi-table databases.
 
 use std::collections::HashSet;
 use std::fs::{self, File};
