@@ -57,10 +57,11 @@ schema:
 	$(CARGO) run -q -p steward -- schema > manifests/schema/steward.schema.json
 
 ## Benchmarks; results are recorded in docs/BENCHMARKS.md.
-bench: swarm demo-images
+bench: swarm demo-images postgres
 	$(CARGO) bench -p steward-plan --bench plan
 	$(CARGO) bench -p steward-schedule --bench plan
 	scripts/bench-swarm.sh
+	scripts/bench-database.sh
 
 fmt:
 	$(CARGO) fmt --all
