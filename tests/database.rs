@@ -364,13 +364,27 @@ fn lag_holds_a_rollout_and_replay_resuming_releases_it() {
         waiting["message"].as_str().unwrap().contains("Database/gatedb"),
         "{waiting}"
     );
-    // Held: the image stays v1 while the gate is closed.
-    for _ in 0..5 {
+    // Held: over the next passes (the gate is judged again every 2 s) the image stays v1.
+    let reconciled = |w: &World| {
+        w.status_json()["items"]
+            .as_array()
+            .and_then(|items| {
+                items
+                    .iter()
+                    .find(|i| i["kind"] == "Service" && i["name"] == svc.as_str())
+                    .cloned()
+            })
+            .and_then(|i| i["lastReconcile"].as_str().map(String::from))
+    };
+    for _ in 0..2 {
+        let before = reconciled(&w);
+        wait_for("a later pass", Duration::from_secs(30), || {
+            reconciled(&w).filter(|t| Some(t) != before.as_ref())
+        });
         assert!(
             image(&svc).unwrap().contains("v1"),
             "the rollout must not start while the gate holds"
         );
-        std::thread::sleep(Duration::from_millis(500));
     }
     psql(REPLICA_PORT, "postgres", "SELECT pg_wal_replay_resume()").unwrap();
     wait_for("v2 after replay resumed", Duration::from_secs(120), || {
@@ -435,8 +449,7 @@ fn an_unreachable_replica_and_a_stopped_primary_are_unknown_and_nothing_acts() {
         w.condition("Database", "down", "Ready")
     });
     assert_eq!(c, ("Unknown".to_string(), "PrimaryUnreachable".to_string()));
-    // Two reconciles later, still no backup run and no file.
-    std::thread::sleep(Duration::from_secs(1));
+    // The reconcile that wrote Unknown had the backup instant due, and started nothing.
     let runs = w.steward(&["runs", "down/backup", "-o", "json"]);
     let runs: serde_json::Value = serde_json::from_slice(&runs.stdout).unwrap();
     assert_eq!(runs.as_array().map(Vec::len), Some(0), "{runs}");
