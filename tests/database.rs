@@ -113,6 +113,22 @@ fn database_doc(name: &str, primary: &str, replica: &str, backup_dir: &str, extr
     )
 }
 
+/// [`wait_for`] that returns `None` at the deadline instead of panicking, so the caller can say
+/// what it saw last.
+fn wait_for_or<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = cond() {
+            return Some(v);
+        }
+        if std::time::Instant::now() >= deadline {
+            eprintln!("timed out after {timeout:?} waiting for {what}");
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// The file names in `dir`.
 fn names_in(dir: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(dir)
@@ -536,14 +552,47 @@ fn a_backup_killed_mid_way_leaves_no_counted_file_and_the_next_one_succeeds() {
     let Some(db) = TestDb::create("killed_backup") else {
         return;
     };
-    // About 150 MB of incompressible rows: pg_dump takes seconds, long enough to be killed.
-    psql(
-        PRIMARY_PORT,
-        &db.name,
-        "CREATE TABLE big AS SELECT g AS id, md5(random()::text) || md5(random()::text) || md5(random()::text) AS pad \
-         FROM generate_series(1, 1000000) g",
-    )
-    .unwrap();
+    // pg_dump waits for its lock behind a session holding the table exclusively: the backup is
+    // caught mid-way for as long as the test needs, without writing a large table.
+    let mut locker = Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-p",
+            &PRIMARY_PORT.to_string(),
+            "-d",
+            &db.name,
+        ])
+        .args([
+            "-c",
+            "BEGIN; LOCK TABLE vehicles_vehicule IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(120)",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let release = || {
+        let _ = psql(
+            PRIMARY_PORT,
+            "postgres",
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}' AND query LIKE '%pg_sleep(120)%'",
+                db.name
+            ),
+        );
+    };
+    wait_for("the exclusive lock", Duration::from_secs(30), || {
+        psql(
+            PRIMARY_PORT,
+            &db.name,
+            "SELECT 1 FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND granted AND relation = 'vehicles_vehicule'::regclass",
+        )
+        .ok()
+        .filter(|v| v == "1")
+    });
     let w = World::new("dbkill");
     let dir = w.dir.path().join("backups");
     w.write(
@@ -565,9 +614,24 @@ fn a_backup_killed_mid_way_leaves_no_counted_file_and_the_next_one_succeeds() {
             n.contains(".partial-").then_some(n)
         })
     });
+    // pg_dump is waiting for the table.
+    wait_for("pg_dump waiting for its lock", Duration::from_secs(30), || {
+        psql(
+            PRIMARY_PORT,
+            "postgres",
+            &format!(
+                "SELECT 1 FROM pg_stat_activity WHERE datname = '{}' AND application_name = 'pg_dump' AND wait_event_type = 'Lock'",
+                db.name
+            ),
+        )
+        .ok()
+        .filter(|v| v.starts_with('1'))
+    });
     child.kill().unwrap(); // SIGKILL: no cleanup code runs
     child.wait().unwrap();
     kill_matching(&db.name);
+    release();
+    let _ = locker.wait();
     let finals: Vec<String> = names_in(&dir)
         .into_iter()
         .filter(|n| !n.contains(".partial-"))
@@ -668,10 +732,17 @@ fn a_stopped_replica_is_never_reported_zero_seconds_behind() {
         ),
     );
     w.spawn_run(&[]);
-    wait_for("replication healthy first", Duration::from_secs(60), || {
-        w.condition("Database", "sdb", "ReplicationHealthy")
-            .filter(|c| c.0 == "True")
+    // The replica first replays what the tests before wrote (on a loaded machine, a while).
+    let mut last = None;
+    let healthy = wait_for_or("replication healthy first", Duration::from_secs(180), || {
+        last = w.condition("Database", "sdb", "ReplicationHealthy");
+        last.clone().filter(|c| c.0 == "True")
     });
+    assert!(
+        healthy.is_some(),
+        "never healthy: last {last:?}, details {:?}",
+        details(&w, "sdb")
+    );
     let o = pg_ctl_replica("stop");
     assert!(
         o.status.success(),
@@ -707,7 +778,7 @@ fn a_stopped_replica_is_never_reported_zero_seconds_behind() {
         .status()
         .unwrap();
     assert!(started.success(), "the replica did not start again");
-    wait_for("replication healthy again", Duration::from_secs(90), || {
+    wait_for("replication healthy again", Duration::from_secs(180), || {
         w.condition("Database", "sdb", "ReplicationHealthy")
             .filter(|c| c.0 == "True")
     });
