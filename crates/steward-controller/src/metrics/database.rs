@@ -61,6 +61,9 @@ pub struct DatabaseMetrics {
     connections: Family<StateLabels, Gauge>,
     size: Family<DbLabels, Gauge>,
     dead_tuples: Family<TableLabels, Gauge>,
+    /// The tables each database last exported dead tuples for: the top 10 change, and only this
+    /// database's series are dropped when they do.
+    dead_tables: std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>,
     backup_last_success: Family<DbLabels, F64>,
     restore_last_success: Family<DbLabels, F64>,
     restore_seconds: Family<DbLabels, F64>,
@@ -190,15 +193,27 @@ impl DatabaseMetrics {
             }
         }
         if d.get("stats").is_some_and(|s| !s.is_null()) {
-            self.dead_tuples.clear();
+            let mut now_tables = Vec::new();
             for t in d.get("deadTuples").and_then(Value::as_array).into_iter().flatten() {
+                let table = t.get("table").and_then(Value::as_str).unwrap_or("?").to_string();
                 self.dead_tuples
                     .get_or_create(&TableLabels {
                         database: db(),
-                        table: t.get("table").and_then(Value::as_str).unwrap_or("?").to_string(),
+                        table: table.clone(),
                     })
                     .set(t.get("dead").and_then(Value::as_i64).unwrap_or(0));
+                now_tables.push(table);
             }
+            let mut seen = self.dead_tables.lock().unwrap_or_else(|e| e.into_inner());
+            for old in seen.get(database).into_iter().flatten() {
+                if !now_tables.contains(old) {
+                    self.dead_tuples.remove(&TableLabels {
+                        database: db(),
+                        table: old.clone(),
+                    });
+                }
+            }
+            seen.insert(db(), now_tables);
         }
         if let Some(t) = time_of(d.get("lastBackupSuccess")) {
             self.backup_last_success
@@ -216,5 +231,75 @@ impl DatabaseMetrics {
         {
             self.restore_seconds.get_or_create(&DbLabels { database: db() }).set(s);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use steward_core::status::ResourceStatus;
+    use steward_core::Requeue;
+
+    use crate::database::DbReconciled;
+    use crate::metrics::Metrics;
+
+    fn reconciled(db: &str, tables: &[(&str, i64)], lag: Option<f64>) -> DbReconciled {
+        let details = serde_json::json!({
+            "servers": [{"server": "p:5432", "role": "primary", "reachable": true,
+                         "connections": {"active": 2}, "sizeBytes": 1000}],
+            "replication": [{"replica": "r:5432", "seconds": lag, "bytes": lag.map(|_| 10)}],
+            "stats": {"at": "2026-12-02T00:00:00Z"},
+            "deadTuples": tables.iter().map(|(t, n)| serde_json::json!({"table": t, "dead": n})).collect::<Vec<_>>(),
+        });
+        DbReconciled {
+            requeue: Requeue::Never,
+            status: Some(ResourceStatus::without_tasks(
+                "Database",
+                db,
+                vec![],
+                1,
+                time::OffsetDateTime::UNIX_EPOCH,
+                Some(details),
+            )),
+            finished: vec![],
+            error: None,
+        }
+    }
+
+    #[test]
+    fn each_database_keeps_its_own_series_and_a_lag_that_cannot_be_said_is_absent() {
+        let m = Metrics::new();
+        m.databases
+            .observe("a", &reconciled("a", &[("public.t1", 5), ("public.t2", 7)], Some(1.5)));
+        m.databases
+            .observe("b", &reconciled("b", &[("public.x", 9)], Some(0.0)));
+        // a's top tables change; b's series stay.
+        m.databases.observe("a", &reconciled("a", &[("public.t1", 3)], None));
+        let text = m.encode();
+        assert!(
+            text.contains("steward_database_dead_tuples{database=\"a\",table=\"public.t1\"} 3"),
+            "{text}"
+        );
+        assert!(!text.contains("table=\"public.t2\""), "{text}");
+        assert!(
+            text.contains("steward_database_dead_tuples{database=\"b\",table=\"public.x\"} 9"),
+            "{text}"
+        );
+        assert!(
+            text.contains("steward_database_connections{database=\"a\",state=\"active\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("steward_database_connections{database=\"a\",state=\"idle\"} 0"),
+            "{text}"
+        );
+        // a's replica has no honest lag figure now: its series is gone, b's is there.
+        assert!(
+            !text.contains("steward_database_replication_lag_seconds{database=\"a\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("steward_database_replication_lag_seconds{database=\"b\",replica=\"r:5432\"} 0"),
+            "{text}"
+        );
     }
 }
