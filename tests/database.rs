@@ -87,6 +87,17 @@ impl TestDb {
     fn url(&self, port: u16) -> String {
         format!("postgres://postgres@127.0.0.1:{port}/{}", self.name)
     }
+
+    /// A Database document `name` on this database's primary and replica, backing up into `dir`.
+    fn doc(&self, name: &str, dir: &std::path::Path, extra: &str) -> String {
+        database_doc(
+            name,
+            &self.url(PRIMARY_PORT),
+            &self.url(REPLICA_PORT),
+            dir.to_str().unwrap(),
+            extra,
+        )
+    }
 }
 
 impl Drop for TestDb {
@@ -111,22 +122,6 @@ fn database_doc(name: &str, primary: &str, replica: &str, backup_dir: &str, extr
     format!(
         "---\napiVersion: steward.io/v1alpha1\nkind: Database\nmetadata:\n  name: {name}\nspec:\n  primary: {primary}\n  replicas:\n    - {replica}\n  thresholds:\n    replicationLag: 30s\n  backup:\n    schedule: \"0 2 * * *\"\n    directory: {backup_dir}\n    restoreTest:\n      schedule: \"0 1 * * 0\"\n      checks:\n        - {{query: \"SELECT count(*) FROM vehicles_vehicule\", expect: \"> 0\"}}\n{extra}"
     )
-}
-
-/// [`wait_for`] that returns `None` at the deadline instead of panicking, so the caller can say
-/// what it saw last.
-fn wait_for_or<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if let Some(v) = cond() {
-            return Some(v);
-        }
-        if std::time::Instant::now() >= deadline {
-            eprintln!("timed out after {timeout:?} waiting for {what}");
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 /// The file names in `dir`.
@@ -171,13 +166,7 @@ fn backup_then_restore_test_passes_with_a_measured_rto_and_a_corrupted_file_fail
     let dir = w.dir.path().join("backups");
     w.write(
         "db.yaml",
-        &database_doc(
-            "db",
-            &db.url(PRIMARY_PORT),
-            &db.url(REPLICA_PORT),
-            dir.to_str().unwrap(),
-            "  passwordFrom: {env: STEWARD_E2E_DB_PASSWORD}\n",
-        ),
+        &db.doc("db", &dir, "  passwordFrom: {env: STEWARD_E2E_DB_PASSWORD}\n"),
     );
     let mut outputs = String::new();
     let m = w.manifests();
@@ -308,13 +297,7 @@ fn lag_holds_a_rollout_and_replay_resuming_releases_it() {
     let mut w = World::new("dbgate");
     let svc = w.svc("web");
     let dir = w.dir.path().join("backups");
-    let db_doc = database_doc(
-        "gatedb",
-        &db.url(PRIMARY_PORT),
-        &db.url(REPLICA_PORT),
-        dir.to_str().unwrap(),
-        "",
-    );
+    let db_doc = db.doc("gatedb", &dir, "");
     let gates = "  gates:\n    - {database: gatedb, maxReplicationLag: 5s}\n  backupBefore: gatedb\n";
     let write = |w: &World, image: &str| {
         w.write(
@@ -501,17 +484,7 @@ fn a_bloated_table_is_vacuumed_in_the_window_and_its_dead_tuples_drop() {
     let maint = "  maintenance:\n    window: {schedule: \"* * * * *\", duration: 1h}\n    vacuum: {deadTupleRatio: 0.2, minDeadTuples: 1000}\n";
     w.write(
         "db.yaml",
-        &format!(
-            "{}{}",
-            w.stack_doc(false),
-            database_doc(
-                "vac",
-                &db.url(PRIMARY_PORT),
-                &db.url(REPLICA_PORT),
-                dir.to_str().unwrap(),
-                maint
-            )
-        ),
+        &format!("{}{}", w.stack_doc(false), db.doc("vac", &dir, maint)),
     );
     w.spawn_run(&[]);
     let run = wait_for("a vacuum run succeeded", Duration::from_secs(90), || {
@@ -595,16 +568,7 @@ fn a_backup_killed_mid_way_leaves_no_counted_file_and_the_next_one_succeeds() {
     });
     let w = World::new("dbkill");
     let dir = w.dir.path().join("backups");
-    w.write(
-        "db.yaml",
-        &database_doc(
-            "kdb",
-            &db.url(PRIMARY_PORT),
-            &db.url(REPLICA_PORT),
-            dir.to_str().unwrap(),
-            "",
-        ),
-    );
+    w.write("db.yaml", &db.doc("kdb", &dir, ""));
     let m = w.manifests();
     let m = m.to_str().unwrap();
     let mut child = w.cmd().args(["backup", "kdb", "--path", m]).spawn().unwrap();
@@ -717,24 +681,11 @@ fn a_stopped_replica_is_never_reported_zero_seconds_behind() {
     let _restart = RestartReplica;
     let mut w = World::new("dbstop");
     let dir = w.dir.path().join("backups");
-    w.write(
-        "db.yaml",
-        &format!(
-            "{}{}",
-            w.stack_doc(false),
-            database_doc(
-                "sdb",
-                &db.url(PRIMARY_PORT),
-                &db.url(REPLICA_PORT),
-                dir.to_str().unwrap(),
-                ""
-            )
-        ),
-    );
+    w.write("db.yaml", &format!("{}{}", w.stack_doc(false), db.doc("sdb", &dir, "")));
     w.spawn_run(&[]);
     // The replica first replays what the tests before wrote (on a loaded machine, a while).
     let mut last = None;
-    let healthy = wait_for_or("replication healthy first", Duration::from_secs(180), || {
+    let healthy = try_wait_for(Duration::from_secs(180), || {
         last = w.condition("Database", "sdb", "ReplicationHealthy");
         last.clone().filter(|c| c.0 == "True")
     });

@@ -76,15 +76,20 @@ pub fn require_swarm(test: &str) -> bool {
 }
 
 /// Polls `cond` until it returns Some, or panics after `timeout` saying what was awaited.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, timeout: Duration, cond: impl FnMut() -> Option<T>) -> T {
+    try_wait_for(timeout, cond).unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
+}
+
+/// [`wait_for`] that returns `None` at the deadline, so the caller can say what it saw last.
+pub fn try_wait_for<T>(timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     let mut delay = Duration::from_millis(20);
     loop {
         if let Some(v) = cond() {
-            return v;
+            return Some(v);
         }
         if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
+            return None;
         }
         std::thread::sleep(delay);
         delay = (delay * 2).min(Duration::from_millis(250));

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use steward_controller::database::{execute, finish_run, new_run, TaskContext};
+use steward_controller::database::{execute, finish_run, new_run, reap_abandoned, store_events, TaskContext};
 use steward_controller::{prepare_all, PrepareError};
 use steward_core::rfc3339;
 use steward_database::backup::{Backup, BackupTrigger};
@@ -31,7 +31,7 @@ fn kept_as(backups: &[Backup], db: Option<&DatabaseState>) -> BTreeMap<i64, BTre
     };
     let live: Vec<retention::BackupRecord> = backups
         .iter()
-        .filter(|b| b.deleted_at.is_none())
+        .filter(|b| b.is_live())
         .map(Backup::retention_record)
         .collect();
     retention::decide(&live, policy)
@@ -154,7 +154,8 @@ pub fn run_now(cli: &Cli, database: &str, task: Task, paths: &[PathBuf]) -> anyh
     let now = OffsetDateTime::now_utc();
     let run = new_run(&db.name, task, now, Trigger::Manual, now);
     // A run of a process that was killed would block this claim forever.
-    steward_controller::database::reap_abandoned(&store, &db.name, &Default::default());
+    let mut emit = store_events(&store, &db.name);
+    reap_abandoned(&store, &db.name, &Default::default(), &mut emit);
     let run = match store.claim_run(&run, true)? {
         Claim::Inserted(id) => steward_schedule::Run { id, ..run },
         Claim::Exists(_) | Claim::Busy(_) => {
@@ -169,7 +170,7 @@ pub fn run_now(cli: &Cli, database: &str, task: Task, paths: &[PathBuf]) -> anyh
         window_closes: None,
     };
     let out = execute(task, &db, &store, &ctx);
-    finish_run(&store, &db.name, run, &out);
+    finish_run(&store, &db.name, run, &out, &mut emit);
     println!("{}", out.logs);
     Ok(if out.ok { 0 } else { 1 })
 }

@@ -79,7 +79,17 @@ pub struct Backup {
     pub deleted_at: Option<OffsetDateTime>,
 }
 
+/// The newest of `backups` (by time, then id: two taken in the same instant order by insertion).
+pub fn newest<'a>(backups: impl IntoIterator<Item = &'a Backup>) -> Option<&'a Backup> {
+    backups.into_iter().max_by_key(|b| (b.taken_at, b.id))
+}
+
 impl Backup {
+    /// Its file is still there (retention has not deleted it).
+    pub fn is_live(&self) -> bool {
+        self.deleted_at.is_none()
+    }
+
     /// Its last restore test passed.
     pub fn verified(&self) -> bool {
         self.restore.as_ref().is_some_and(|r| r.passed)

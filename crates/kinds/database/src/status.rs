@@ -9,7 +9,7 @@ use steward_core::rfc3339;
 use steward_core::status::{ConditionStatus, ConditionType};
 use time::OffsetDateTime;
 
-use crate::backup::Backup;
+use crate::backup::{newest, Backup};
 use crate::maintenance::{needs_vacuum, window_closes};
 use crate::model::DatabaseState;
 use crate::observe::{Observation, ServerObs, SlotRow, SlowStats};
@@ -194,10 +194,10 @@ pub fn report(i: &Input<'_>) -> Report {
     let live: Vec<&Backup> = i
         .backups
         .as_ref()
-        .map(|b| b.iter().filter(|b| b.deleted_at.is_none()).collect())
+        .map(|b| b.iter().filter(|b| b.is_live()).collect())
         .unwrap_or_default();
     let backups = BackupSummary {
-        newest: live.iter().max_by_key(|b| (b.taken_at, b.id)).map(|b| (*b).clone()),
+        newest: newest(live.iter().copied()).cloned(),
         last_restore_test: live
             .iter()
             .filter_map(|b| b.restore.as_ref())
@@ -406,8 +406,8 @@ fn backup_condition(i: &Input<'_>) -> Decided {
             )
         }
     };
-    let live: Vec<&Backup> = backups.iter().filter(|b| b.deleted_at.is_none()).collect();
-    let Some(newest) = live.iter().max_by_key(|b| (b.taken_at, b.id)) else {
+    let live: Vec<&Backup> = backups.iter().filter(|b| b.is_live()).collect();
+    let Some(newest) = newest(live.iter().copied()) else {
         return (t, False, "NoBackup", format!("no backup yet in {}", spec.directory));
     };
     let age = i.now - newest.taken_at;

@@ -19,7 +19,7 @@ use steward_schedule::run::Trigger;
 use steward_store::Claim;
 use time::OffsetDateTime;
 
-use super::{finish_run, new_run, InFlight, TaskContext};
+use super::{event_type, finish_run, new_run, InFlight, TaskContext};
 use crate::pass::Controller;
 
 /// An observation older than this is read again before a gate is judged on it.
@@ -37,6 +37,10 @@ impl Controller {
         // A rollout in progress is never held or aborted by a gate (a newer generation
         // supersedes it as usual); nor is the rollout of this very desired state.
         if active.is_some_and(|r| r.desired_hash == desired_hash || !r.phase.is_terminal()) {
+            return BTreeMap::new();
+        }
+        // Every pass asks: a stack without gates (and nothing held) costs no store read.
+        if self.gate_held.is_empty() && desired.services.iter().all(|d| d.rollout.gates.is_empty()) {
             return BTreeMap::new();
         }
         let last_good = self.store.last_good().unwrap_or_default();
@@ -126,9 +130,8 @@ impl Controller {
             hold: rt.hold.clone(),
             window_closes: None,
         };
-        let store = self.store.clone();
-        let handle = tokio::task::spawn_blocking(move || super::execute(Task::Backup, &db, &store, &ctx));
-        self.predeploy_backups.insert(key.to_string(), InFlight { run, handle });
+        let flight = InFlight::launch(&db, Task::Backup, run, self.store.clone(), ctx);
+        self.predeploy_backups.insert(key.to_string(), flight);
         true
     }
 
@@ -145,12 +148,11 @@ impl Controller {
             return JobObs::Running;
         }
         let f = self.predeploy_backups.remove(key).expect("present");
-        let out = f.handle.await.unwrap_or_else(|e| super::TaskOutcome {
-            ok: false,
-            message: format!("backup stopped: {e}"),
-            ..Default::default()
+        let (run, out) = f.join(Task::Backup).await;
+        let object = ObjectRef::database(database).to_string();
+        finish_run(&self.store, database, run, &out, &mut |r, m| {
+            self.event(event_type(r), r.as_str(), &object, m.to_string())
         });
-        finish_run(&self.store, database, f.run, &out);
         if out.ok {
             JobObs::Succeeded { logs: out.message }
         } else {

@@ -42,6 +42,26 @@ pub(crate) struct InFlight {
     handle: tokio::task::JoinHandle<TaskOutcome>,
 }
 
+impl InFlight {
+    /// Runs `task` of `db` for `run` on a blocking thread.
+    fn launch(db: &DatabaseState, task: Task, run: Run, store: Arc<Store>, ctx: TaskContext) -> InFlight {
+        tracing::info!(database = %db.name, task = task.as_str(), run = run.id, "starting");
+        let d = db.clone();
+        let handle = tokio::task::spawn_blocking(move || execute(task, &d, &store, &ctx));
+        InFlight { run, handle }
+    }
+
+    /// Its run and what the task did (a thread that panicked is a failed task).
+    async fn join(self, task: Task) -> (Run, TaskOutcome) {
+        let out = self.handle.await.unwrap_or_else(|e| TaskOutcome {
+            ok: false,
+            message: format!("{} stopped: {e}", task.as_str()),
+            ..Default::default()
+        });
+        (self.run, out)
+    }
+}
+
 /// What the controller keeps of one Database between reconciles.
 #[derive(Default)]
 pub(crate) struct Runtime {
@@ -83,8 +103,9 @@ pub fn new_run(db: &str, task: Task, at: OffsetDateTime, trigger: Trigger, now: 
     }
 }
 
-/// Ends `run` with `out` (compare-and-set from Running), records its events.
-pub fn finish_run(store: &Store, db: &str, mut run: Run, out: &TaskOutcome) -> Run {
+/// Ends `run` with `out` (compare-and-set from Running) and hands each of its events to `emit`
+/// (the controller's [`Controller::event`], which also notifies; [`store_events`] elsewhere).
+pub fn finish_run(store: &Store, db: &str, mut run: Run, out: &TaskOutcome, emit: &mut dyn FnMut(Reason, &str)) -> Run {
     run.outcome = if out.ok { Outcome::Succeeded } else { Outcome::Failed };
     run.finished_at = Some(OffsetDateTime::now_utc());
     run.message = out.message.clone();
@@ -92,32 +113,51 @@ pub fn finish_run(store: &Store, db: &str, mut run: Run, out: &TaskOutcome) -> R
     if let Err(e) = store.update_run(Outcome::Running, &run) {
         tracing::error!(database = db, run = run.id, error = %error_chain(&e), "cannot record a run's end");
     }
-    let object = ObjectRef::database(db).to_string();
     for (reason, message) in &out.events {
-        let warning = reason.is_warning();
-        let reason = reason.as_str();
+        emit(*reason, message);
+    }
+    run
+}
+
+fn event_type(r: Reason) -> EventType {
+    if r.is_warning() {
+        EventType::Warning
+    } else {
+        EventType::Normal
+    }
+}
+
+/// Records the events of `db` straight into `store` (and the log): for a process that is not a
+/// controller (`steward backup`), which has no notifiers.
+pub fn store_events<'a>(store: &'a Store, db: &str) -> impl FnMut(Reason, &str) + 'a {
+    let object = ObjectRef::database(db).to_string();
+    move |reason, message| {
+        let type_ = event_type(reason);
+        match type_ {
+            EventType::Normal => tracing::info!(reason = reason.as_str(), object, "{message}"),
+            EventType::Warning => tracing::warn!(reason = reason.as_str(), object, "{message}"),
+        }
         let ev = steward_core::status::NewEvent {
-            type_: if warning { EventType::Warning } else { EventType::Normal },
-            reason: reason.to_string(),
-            message: message.clone(),
+            type_,
+            reason: reason.as_str().to_string(),
+            message: message.to_string(),
             object: object.clone(),
         };
-        if warning {
-            tracing::warn!(reason, object, "{message}");
-        } else {
-            tracing::info!(reason, object, "{message}");
-        }
         if let Err(e) = store.record_event(&ev, OffsetDateTime::now_utc()) {
             tracing::error!(error = %error_chain(&e), "cannot record an event");
         }
     }
-    run
 }
 
 /// Fails `db`'s active runs whose process is gone (a controller or `steward backup` killed
 /// mid-way): they can never end by themselves, and an active run blocks the next claim.
 /// Returns how many were failed. A store that cannot be read fails nothing.
-pub fn reap_abandoned(store: &Store, db: &str, keep: &std::collections::BTreeSet<i64>) -> usize {
+pub fn reap_abandoned(
+    store: &Store,
+    db: &str,
+    keep: &std::collections::BTreeSet<i64>,
+    emit: &mut dyn FnMut(Reason, &str),
+) -> usize {
     let Ok(active) = store.active_runs() else { return 0 };
     let mut n = 0;
     for run in active {
@@ -137,7 +177,7 @@ pub fn reap_abandoned(store: &Store, db: &str, keep: &std::collections::BTreeSet
             )],
             ..Default::default()
         };
-        finish_run(store, db, run, &out);
+        finish_run(store, db, run, &out, emit);
         n += 1;
     }
     n
@@ -160,11 +200,6 @@ impl Controller {
             .iter()
             .map(|d| (d.name.clone(), format!("{:?}", d.spec)))
             .collect()
-    }
-
-    /// The Databases of the desired state in force.
-    pub fn databases(&self) -> &[DatabaseState] {
-        &self.databases
     }
 
     /// Observes `db` now on its kept connections (a blocking thread), refreshing the slower
@@ -213,13 +248,15 @@ impl Controller {
         let mine: std::collections::BTreeSet<i64> = self
             .db_runtime
             .get(name)
-            .map(|rt| rt.in_flight.values().map(|f| f.run.id).collect())
-            .unwrap_or_default();
-        let mine: std::collections::BTreeSet<i64> = mine
             .into_iter()
-            .chain(self.predeploy_backups.values().map(|f| f.run.id))
+            .flat_map(|rt| rt.in_flight.values())
+            .chain(self.predeploy_backups.values())
+            .map(|f| f.run.id)
             .collect();
-        reap_abandoned(&self.store, name, &mine);
+        let object = ObjectRef::database(name).to_string();
+        reap_abandoned(&self.store, name, &mine, &mut |r, m| {
+            self.event(event_type(r), r.as_str(), &object, m.to_string())
+        });
         let now = OffsetDateTime::now_utc();
         let window_open = window_open(&db, now);
         let stats_due = self
@@ -243,7 +280,8 @@ impl Controller {
         let mut report = serde_json::to_value(status::report(&input)).unwrap_or_default();
         if let Some(obj) = report.as_object_mut() {
             if let Ok(b) = &backups {
-                obj.insert("lastBackupSuccess".into(), last_time(b, |_| true).into());
+                let newest = b.iter().map(|b| b.taken_at).max();
+                obj.insert("lastBackupSuccess".into(), newest.map(steward_core::rfc3339).into());
                 // A later failed test of the same file replaces its result on the backup; the
                 // runs keep every outcome.
                 let from_runs = self
@@ -272,13 +310,13 @@ impl Controller {
         if let Some(rt) = self.db_runtime.get(name) {
             rt.hold.store(rollout_active || lagging, Ordering::SeqCst);
         }
-        let mut error = None;
-        if self.may_write() {
-            if let Err(e) = self.start_due(&db, &obs, now).await {
-                error = Some(e);
-            }
-        }
-        let status = self.record_database_status(&db, decided, report);
+        let error = match &backups {
+            // Without the list, a restore test or archive could not be judged: nothing starts.
+            Err(e) => Some(e.clone()),
+            Ok(b) if self.may_write() => self.start_due(&db, &obs, now, rollout_active, b).err(),
+            Ok(_) => None,
+        };
+        let status = Some(self.record_database_status(&db, decided, report));
         // A run that ended right away (nothing to vacuum) is reported now.
         finished.extend(self.collect_finished(&db).await);
         let requeue = self.database_requeue(&db, now);
@@ -314,35 +352,38 @@ impl Controller {
             .filter(|(_, f)| f.handle.is_finished())
             .map(|(t, _)| *t)
             .collect();
+        let flights: Vec<(Task, InFlight)> = done
+            .into_iter()
+            .filter_map(|t| rt.in_flight.remove(&t).map(|f| (t, f)))
+            .collect();
+        let object = ObjectRef::database(&db.name).to_string();
         let mut out = Vec::new();
-        for t in done {
-            let f = rt.in_flight.remove(&t).expect("listed above");
-            let outcome = f.handle.await.unwrap_or_else(|e| TaskOutcome {
-                ok: false,
-                message: format!("{} stopped: {e}", t.as_str()),
-                ..Default::default()
+        for (t, f) in flights {
+            let (run, outcome) = f.join(t).await;
+            let run = finish_run(&self.store, &db.name, run, &outcome, &mut |r, m| {
+                self.event(event_type(r), r.as_str(), &object, m.to_string())
             });
-            let run = finish_run(&self.store, &db.name, f.run, &outcome);
             out.push((t, run, outcome.restore_seconds));
         }
         out
     }
 
-    /// Claims and starts each task `steward_database::plan::due` says is due now.
-    async fn start_due(&mut self, db: &DatabaseState, obs: &Observation, now: OffsetDateTime) -> Result<(), String> {
+    /// Claims and starts each task `steward_database::plan::due` says is due now, judged on the
+    /// backups this reconcile read.
+    fn start_due(
+        &mut self,
+        db: &DatabaseState,
+        obs: &Observation,
+        now: OffsetDateTime,
+        rollout_active: bool,
+        backups: &[Backup],
+    ) -> Result<(), String> {
         let running: std::collections::BTreeSet<Task> = self
             .db_runtime
             .get(&db.name)
             .map(|rt| rt.in_flight.keys().copied().collect())
             .unwrap_or_default();
-        let rollout_active = self.load_rollout().is_some_and(|r| !r.phase.is_terminal());
-        let live: Vec<Backup> = self
-            .store
-            .backups(Some(&db.name))
-            .map_err(|e| error_chain(&e))?
-            .into_iter()
-            .filter(|b| b.deleted_at.is_none())
-            .collect();
+        let mut live = backups.iter().filter(|b| b.is_live());
         let (start, _held) = plan::due(&plan::Input {
             db,
             obs,
@@ -350,8 +391,8 @@ impl Controller {
             started: self.started,
             rollout_active,
             running: &running,
-            has_backup: !live.is_empty(),
-            has_verified: live.iter().any(Backup::verified),
+            has_backup: live.clone().next().is_some(),
+            has_verified: live.any(Backup::verified),
         });
         for d in start {
             let run = new_run(&db.name, d.task, d.at, d.trigger, now);
@@ -361,31 +402,17 @@ impl Controller {
                 // Active elsewhere (a manual run); an abandoned one was reaped above.
                 Claim::Busy(_) => continue,
             };
-            self.spawn_task(db, d.task, run, BackupTrigger::Schedule, d.window_closes);
+            let rt = self.db_runtime.entry(db.name.clone()).or_default();
+            let ctx = TaskContext {
+                trigger: BackupTrigger::Schedule,
+                now: OffsetDateTime::now_utc(),
+                hold: rt.hold.clone(),
+                window_closes: d.window_closes,
+            };
+            let flight = InFlight::launch(db, d.task, run, self.store.clone(), ctx);
+            rt.in_flight.insert(d.task, flight);
         }
         Ok(())
-    }
-
-    fn spawn_task(
-        &mut self,
-        db: &DatabaseState,
-        task: Task,
-        run: Run,
-        trigger: BackupTrigger,
-        window_closes: Option<OffsetDateTime>,
-    ) {
-        let rt = self.db_runtime.entry(db.name.clone()).or_default();
-        let ctx = TaskContext {
-            trigger,
-            now: OffsetDateTime::now_utc(),
-            hold: rt.hold.clone(),
-            window_closes,
-        };
-        let store = self.store.clone();
-        let d = db.clone();
-        tracing::info!(database = %db.name, task = task.as_str(), run = run.id, "starting");
-        let handle = tokio::task::spawn_blocking(move || execute(task, &d, &store, &ctx));
-        rt.in_flight.insert(task, InFlight { run, handle });
     }
 
     fn record_database_status(
@@ -393,7 +420,7 @@ impl Controller {
         db: &DatabaseState,
         decided: Vec<status::Decided>,
         report: serde_json::Value,
-    ) -> Option<ResourceStatus> {
+    ) -> ResourceStatus {
         let now = OffsetDateTime::now_utc();
         let before = self.store.status(KIND, &db.name).ok().flatten();
         let object = ObjectRef::database(&db.name).to_string();
@@ -427,7 +454,7 @@ impl Controller {
         if let Err(e) = self.store.put_status(&status) {
             tracing::error!(database = %db.name, error = %error_chain(&e), "cannot record status");
         }
-        Some(status)
+        status
     }
 }
 
@@ -436,15 +463,6 @@ fn window_open(db: &DatabaseState, now: OffsetDateTime) -> bool {
         (Some(w), Some(m)) => steward_database::maintenance::window_closes(w, m.window.duration.get(), now).is_some(),
         _ => false,
     }
-}
-
-fn last_time(backups: &[Backup], f: impl Fn(&Backup) -> bool) -> Option<String> {
-    backups
-        .iter()
-        .filter(|b| f(b))
-        .map(|b| b.taken_at)
-        .max()
-        .map(steward_core::rfc3339)
 }
 
 fn last_restore_success(backups: &[Backup]) -> Option<OffsetDateTime> {

@@ -12,7 +12,7 @@ use steward_backends::database::connect;
 use steward_backends::pg_backup::{self, RestoreTarget};
 use steward_backends::pg_maintenance;
 use steward_backends::swarm::error_chain;
-use steward_database::backup::{Backup, BackupTrigger, RestoreResult};
+use steward_database::backup::{newest, Backup, BackupTrigger, RestoreResult};
 use steward_database::maintenance::needs_vacuum;
 use steward_database::retention;
 use steward_database::{DatabaseState, Reason, Task};
@@ -158,7 +158,7 @@ pub fn apply_retention(db: &DatabaseState, store: &Store, out: &mut TaskOutcome)
             return;
         }
     };
-    let live: Vec<&Backup> = all.iter().filter(|b| b.deleted_at.is_none()).collect();
+    let live: Vec<&Backup> = all.iter().filter(|b| b.is_live()).collect();
     let records: Vec<retention::BackupRecord> = live.iter().map(|b| b.retention_record()).collect();
     let decision = retention::decide(&records, &spec.retention);
     for id in decision.delete {
@@ -196,11 +196,8 @@ fn restore_test(db: &DatabaseState, store: &Store, ctx: &TaskContext) -> TaskOut
     let Some(spec) = db.spec.backup.as_ref().and_then(|b| b.restore_test.as_ref()) else {
         return TaskOutcome::failed(Reason::RestoreTestFailed, "no spec.backup.restoreTest declared".into());
     };
-    let newest = match store.backups(Some(&db.name)) {
-        Ok(b) => b
-            .into_iter()
-            .filter(|b| b.deleted_at.is_none())
-            .max_by_key(|b| (b.taken_at, b.id)),
+    let all = match store.backups(Some(&db.name)) {
+        Ok(b) => b,
         Err(e) => {
             return TaskOutcome::failed(
                 Reason::RestoreTestFailed,
@@ -208,7 +205,7 @@ fn restore_test(db: &DatabaseState, store: &Store, ctx: &TaskContext) -> TaskOut
             )
         }
     };
-    let Some(b) = newest else {
+    let Some(b) = newest(all.iter().filter(|b| b.is_live())) else {
         return TaskOutcome::failed(Reason::RestoreTestFailed, "no backup to restore yet".into());
     };
     let target = match &spec.target {
@@ -286,11 +283,7 @@ fn archive(db: &DatabaseState, store: &Store) -> TaskOutcome {
             )
         }
     };
-    let Some(b) = all
-        .into_iter()
-        .filter(|b| b.deleted_at.is_none() && b.verified())
-        .max_by_key(|b| (b.taken_at, b.id))
-    else {
+    let Some(b) = newest(all.iter().filter(|b| b.is_live() && b.verified())) else {
         return TaskOutcome::failed(Reason::ArchiveFailed, "no verified backup to archive".into());
     };
     let dir = PathBuf::from(&spec.directory);
