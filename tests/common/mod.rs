@@ -355,6 +355,18 @@ impl Drop for World {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // A failed test shows what its controllers logged last (the log is in the temporary
+        // directory, gone once the test ends).
+        if std::thread::panicking() {
+            for i in 0..self.children.len() {
+                let log = self.run_log(i);
+                let tail: Vec<&str> = log.lines().rev().take(60).collect();
+                eprintln!("--- steward run #{i} of {}, last {} lines:", self.stack, tail.len());
+                for l in tail.into_iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
         let mut names = self.owned_services();
         names.append(&mut self.extra_services);
         // Jobs (pre-deploy and scheduled runs) carry the stack in a label of their own.
