@@ -6,7 +6,6 @@
 //! the window.
 
 use std::process::Command;
-use std::sync::RwLock;
 use std::time::Duration;
 
 use steward_e2e::*;
@@ -14,15 +13,14 @@ use steward_e2e::*;
 const PRIMARY_PORT: u16 = 15433;
 const REPLICA_PORT: u16 = 15434;
 /// The shared replica: tests that pause or stop it hold it exclusively; the others (which need
-/// it streaming, or a vacuum that a lagging replica would hold) share it.
-static REPLICA: RwLock<()> = RwLock::new(());
-
-fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
-    REPLICA.read().unwrap_or_else(|e| e.into_inner())
+/// it streaming, or a vacuum that a lagging replica would hold) share it, with every other test
+/// binary's (a file lock: see `replica_shared`).
+fn shared() -> ReplicaHold {
+    replica_shared()
 }
 
-fn exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
-    REPLICA.write().unwrap_or_else(|e| e.into_inner())
+fn exclusive() -> ReplicaHold {
+    replica_exclusive()
 }
 
 fn psql(port: u16, db: &str, sql: &str) -> Result<String, String> {

@@ -527,3 +527,32 @@ impl Drop for PgDb {
             .output();
     }
 }
+
+/// A hold on the project's shared PostgreSQL replica (127.0.0.1:15434), across every test binary:
+/// tests that pause, cut or stop it hold it exclusively, tests that need it streaming share it.
+/// A file lock, because the test binaries of `cargo test --workspace` run side by side; the
+/// kernel drops it when the holder ends, however it ends.
+pub struct ReplicaHold(#[allow(dead_code)] std::fs::File);
+
+fn replica_lock_file() -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("steward-tests-pg-replica.lock"))
+        .expect("the replica lock file")
+}
+
+/// Shares the replica with other readers (waits while a test holds it exclusively).
+pub fn replica_shared() -> ReplicaHold {
+    let f = replica_lock_file();
+    f.lock_shared().expect("shared lock on the replica");
+    ReplicaHold(f)
+}
+
+/// Holds the replica alone (waits for every other holder to let go).
+pub fn replica_exclusive() -> ReplicaHold {
+    let f = replica_lock_file();
+    f.lock().expect("exclusive lock on the replica");
+    ReplicaHold(f)
+}

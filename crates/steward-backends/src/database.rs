@@ -15,6 +15,8 @@ use time::OffsetDateTime;
 
 /// How long a connection attempt may take: an unreachable server must not hold a pass.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The session's bounds on every statement steward sends (see [`connect`]).
+const SESSION_BOUNDS: &str = "SET statement_timeout = '30s'; SET lock_timeout = '5s'";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseError {
@@ -61,11 +63,21 @@ pub fn connect(url: &str, password: Option<&str>) -> Result<(Client, String), Da
         cfg.password(p);
     }
     let server = server_of(&cfg);
-    let client = cfg.connect(NoTls).map_err(|source| DatabaseError::Query {
+    let mut client = cfg.connect(NoTls).map_err(|source| DatabaseError::Query {
         server: server.clone(),
         what: "the connection",
         source,
     })?;
+    // Every steward statement is bounded: an observation waits neither on a table lock nor on a
+    // stuck server for long (the maintenance tasks set their own bounds around each statement).
+    // SET rather than startup options, which connection poolers refuse.
+    client
+        .batch_execute(SESSION_BOUNDS)
+        .map_err(|source| DatabaseError::Query {
+            server: server.clone(),
+            what: "the session settings",
+            source,
+        })?;
     Ok((client, server))
 }
 
@@ -271,10 +283,17 @@ pub fn observe_stats(c: &mut Client, server: &str, now: OffsetDateTime) -> Resul
     let ts = |v: Option<f64>| v.and_then(|s| OffsetDateTime::from_unix_timestamp_nanos((s * 1e9) as i128).ok());
     let rows = c
         .query(
-            "SELECT schemaname || '.' || relname, pg_total_relation_size(relid), n_live_tup, n_dead_tup, \
-             extract(epoch FROM last_vacuum)::float8, extract(epoch FROM last_autovacuum)::float8, \
-             extract(epoch FROM last_analyze)::float8, extract(epoch FROM last_autoanalyze)::float8 \
-             FROM pg_stat_user_tables",
+            // pg_total_relation_size waits for a lock on the table: one the application holds
+            // exclusively (LOCK TABLE, a long ALTER) is sized from the catalog instead, so that a
+            // locked table never stalls the observation.
+            "SELECT s.schemaname || '.' || s.relname, \
+             CASE WHEN EXISTS (SELECT 1 FROM pg_locks l WHERE l.relation = s.relid AND l.mode = 'AccessExclusiveLock') \
+               THEN c.relpages::bigint * current_setting('block_size')::bigint \
+               ELSE pg_total_relation_size(s.relid) END, \
+             s.n_live_tup, s.n_dead_tup, \
+             extract(epoch FROM s.last_vacuum)::float8, extract(epoch FROM s.last_autovacuum)::float8, \
+             extract(epoch FROM s.last_analyze)::float8, extract(epoch FROM s.last_autoanalyze)::float8 \
+             FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid",
             &[],
         )
         .map_err(query_err(server, "pg_stat_user_tables"))?;
@@ -356,8 +375,14 @@ impl Observer {
                     let facts = observe_server(c, server)?;
                     let replication = observe_primary(c, server)?;
                     let slots = observe_slots(c, server)?;
+                    // The slow statistics failing (a table lock outlasting lock_timeout) keeps
+                    // the last ones: the primary itself answered.
                     let fresh = if want_stats {
-                        Some(observe_stats(c, server, now)?)
+                        observe_stats(c, server, now)
+                            .inspect_err(|e| {
+                                tracing::warn!(server, error = %crate::swarm::error_chain(e), "statistics unread; the last ones are kept")
+                            })
+                            .ok()
                     } else {
                         None
                     };

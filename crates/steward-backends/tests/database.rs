@@ -2,9 +2,11 @@
 //! (scripts/ensure-postgres-replica.sh): lag created for real by pausing replay and writing on
 //! the primary, and a replica cut from its primary that must not read as 0 s behind.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
-use steward_backends::database::{connect, observe_primary, observe_replica};
+use steward_backends::database::{connect, observe_primary, observe_replica, observe_stats};
 use steward_database::replication::{assess, Lag, Verdict};
 
 const PRIMARY: &str = "postgres://postgres@127.0.0.1:15433/postgres";
@@ -73,6 +75,8 @@ fn paused_replay_lags_for_real_and_a_cut_replica_is_disconnected_not_zero_second
     if !available("paused_replay_lags_for_real_and_a_cut_replica_is_disconnected_not_zero_seconds_behind") {
         return;
     }
+    // Paused and cut: no other test binary may need the replica meanwhile.
+    let _alone = support::replica_exclusive();
     let _restore = Restore;
     let table = format!("stw_lag_{}", std::process::id());
     // Streaming, and an idle primary is not lagging.
@@ -133,4 +137,44 @@ fn an_unreachable_server_is_an_error_not_an_empty_answer() {
         panic!("nothing listens on port 9")
     };
     assert!(e.to_string().contains("127.0.0.1:9"), "{e}");
+}
+
+#[test]
+fn a_table_the_application_holds_locked_neither_stalls_nor_fails_the_statistics() {
+    if !support::primary_available("a_table_the_application_holds_locked_neither_stalls_nor_fails_the_statistics") {
+        return;
+    }
+    let db = support::ScratchDb::create("locked");
+    db.sql("CREATE TABLE held (id int); INSERT INTO held SELECT generate_series(1, 20000); ANALYZE held");
+    // The application's long lock (LOCK TABLE, an ALTER TABLE rewriting it), held meanwhile.
+    let mut app = db.client();
+    let mut tx = app.transaction().unwrap();
+    tx.batch_execute("LOCK TABLE held IN ACCESS EXCLUSIVE MODE").unwrap();
+    let (mut c, server) = connect(&db.url(), None).unwrap();
+    // Waiting for the lock would end in lock_timeout's error: the statistics are read instead,
+    // the locked table sized from the catalog.
+    let stats = observe_stats(&mut c, &server, time::OffsetDateTime::now_utc()).unwrap();
+    let held = stats.tables.iter().find(|t| t.name == "public.held").expect("the locked table is listed");
+    assert!(held.total_bytes >= 8192, "{held:?}");
+    assert_eq!(held.live, 20000, "{held:?}");
+    tx.rollback().unwrap();
+    // Unlocked, the exact size (table, indexes, TOAST) is read again.
+    let stats = observe_stats(&mut c, &server, time::OffsetDateTime::now_utc()).unwrap();
+    let held = stats.tables.iter().find(|t| t.name == "public.held").unwrap();
+    assert!(held.total_bytes >= 8192, "{held:?}");
+}
+
+#[test]
+fn every_session_steward_opens_is_bounded() {
+    if !available("every_session_steward_opens_is_bounded") {
+        return;
+    }
+    for url in [PRIMARY, REPLICA] {
+        let (mut c, _) = connect(url, None).unwrap();
+        let got: (String, String) = c
+            .query_one("SELECT current_setting('statement_timeout'), current_setting('lock_timeout')", &[])
+            .map(|r| (r.get(0), r.get(1)))
+            .unwrap();
+        assert_eq!(got, ("30s".to_string(), "5s".to_string()), "{url}");
+    }
 }

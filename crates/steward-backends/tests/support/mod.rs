@@ -99,3 +99,29 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A hold on the shared replica (127.0.0.1:15434) across every test binary, the same file lock
+/// as the end-to-end tests' (tests/common): exclusive to pause or cut it, shared to need it
+/// streaming. The kernel drops it when the holder ends.
+pub struct ReplicaHold(#[allow(dead_code)] std::fs::File);
+
+fn replica_lock_file() -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("steward-tests-pg-replica.lock"))
+        .expect("the replica lock file")
+}
+
+pub fn replica_shared() -> ReplicaHold {
+    let f = replica_lock_file();
+    f.lock_shared().expect("shared lock on the replica");
+    ReplicaHold(f)
+}
+
+pub fn replica_exclusive() -> ReplicaHold {
+    let f = replica_lock_file();
+    f.lock().expect("exclusive lock on the replica");
+    ReplicaHold(f)
+}
