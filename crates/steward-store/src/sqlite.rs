@@ -54,6 +54,24 @@ pub(crate) struct SqliteStore {
     path: PathBuf,
 }
 
+/// Switches the file to WAL and gives the mode it is in. Two processes opening a fresh file at
+/// once (a controller and `steward status` started right after it) may both hold a shared lock
+/// and ask for the exclusive one: SQLite answers one of them BUSY at once, without its busy
+/// handler (which would deadlock), so the switch is retried here within the busy timeout.
+fn wal_mode(conn: &Connection) -> rusqlite::Result<String> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl SqliteStore {
     pub(crate) fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -70,9 +88,7 @@ impl SqliteStore {
         // Set the busy timeout first: switching to WAL on a fresh file needs a lock that
         // another process opening the same file may briefly hold.
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-            .map_err(open_err)?;
+        let mode = wal_mode(&conn).map_err(open_err)?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::JournalMode {
                 path: path.to_path_buf(),

@@ -571,3 +571,28 @@ fn concurrent_writers_serialise() {
     assert_eq!(events.iter().map(|e| e.count).sum::<u64>(), 1000);
     assert_eq!(store.latest_event_seq().unwrap(), 1000);
 }
+
+/// A controller and `steward status` started together both open a fresh file: each open
+/// succeeds (SQLite refuses one of two connections asking to switch the file to WAL at once,
+/// without waiting; the store retries that within its busy timeout).
+#[test]
+fn opening_a_fresh_file_from_many_places_at_once_succeeds_everywhere() {
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("steward.db");
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+        let handles: Vec<_> = (0..6)
+            .map(|_| {
+                let (path, barrier) = (path.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    Store::open(&path).map(|_| ()).map_err(|e| format!("{e:#}: {:?}", std::error::Error::source(&e)))
+                })
+            })
+            .collect();
+        for h in handles {
+            let r = h.join().unwrap();
+            assert!(r.is_ok(), "round {round}: {r:?}");
+        }
+    }
+}
