@@ -121,6 +121,37 @@ fn a_failed_backup_stops_the_rollout_before_anything_is_touched() {
 }
 
 #[test]
+fn a_backup_nobody_is_taking_any_more_is_started_again_and_the_rollout_goes_on() {
+    let old = desired("web").image("app:v1").build();
+    let web = with(desired("web").image("app:v2").build(), Some("tc-db"), &["migrate"]);
+    let d = stack_with(STACK, false, 2, vec![web.clone()]);
+    let mut r = begin(&d, "gen-2", &last_good(&[&old]), T0).unwrap();
+    let key = r.jobs[0].swarm_name.clone();
+    let running = vec![observed_from(&old).build()];
+    let out = step(&mut r, &d, &at(T0, running.clone()));
+    assert_eq!(out.start_backups.len(), 1);
+    // A restarted controller has no backup in flight for the key: Missing, not Failed.
+    let out = step(&mut r, &d, &at(T0 + 30 * SEC, running.clone()));
+    assert_eq!(out.start_backups, [("tc-db".to_string(), key.clone())], "{out:?}");
+    assert_eq!(r.phase, Phase::PreDeploy, "{:?}", r.cause);
+    assert!(
+        out.events.iter().any(|e| e.message.contains("started again")),
+        "{:?}",
+        out.events
+    );
+    assert!(out.start_jobs.is_empty(), "the migration waits for the backup");
+    // The one started again succeeds: the migration comes next.
+    let mut o = at(T0 + 60 * SEC, running.clone());
+    o.jobs.insert(key.clone(), JobObs::Succeeded { logs: String::new() });
+    step(&mut r, &d, &o);
+    let mut o = at(T0 + 61 * SEC, running);
+    o.jobs.insert(key, JobObs::Succeeded { logs: String::new() });
+    let out = step(&mut r, &d, &o);
+    assert_eq!(out.start_jobs.len(), 1);
+    assert_eq!(out.start_jobs[0].job, "migrate");
+}
+
+#[test]
 fn a_scale_only_change_takes_no_backup() {
     let old = with(desired("web").image("app:v1").build(), Some("tc-db"), &[]);
     let mut scaled = old.clone();

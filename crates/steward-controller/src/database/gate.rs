@@ -117,6 +117,8 @@ impl Controller {
         let Some(db) = self.databases.iter().find(|d| d.name == database).cloned() else {
             return false;
         };
+        // The run a stopped controller left active would refuse the claim: failed first.
+        self.reap_abandoned_runs(database);
         let now = OffsetDateTime::now_utc();
         let run = new_run(&db.name, Task::Backup, now, Trigger::Manual, now);
         let run = match self.store.claim_run(&run, false) {
@@ -138,11 +140,9 @@ impl Controller {
     /// The state of a rollout's PreDeploy backup, as the state machine reads a job's.
     pub(crate) async fn predeploy_backup_state(&mut self, database: &str, key: &str) -> JobObs {
         let Some(f) = self.predeploy_backups.get(key) else {
-            // Not ours (a restarted controller): it cannot be waited for.
-            return JobObs::Failed {
-                reason: format!("the backup of Database/{database} was interrupted (controller restarted)"),
-                logs: String::new(),
-            };
+            // Nobody takes it (a restarted controller, or its start failed): the rollout's
+            // planner starts it again.
+            return JobObs::Missing;
         };
         if !f.handle.is_finished() {
             return JobObs::Running;

@@ -234,17 +234,8 @@ impl Controller {
         obs
     }
 
-    /// Reconciles the Database `name`; `None` when it left the desired state (its status is
-    /// forgotten; its backups and their records stay).
-    pub async fn reconcile_database(&mut self, name: &str) -> Option<DbReconciled> {
-        let Some(db) = self.databases.iter().find(|d| d.name == name).cloned() else {
-            if let Err(e) = self.store.remove_status(KIND, name) {
-                tracing::warn!(database = name, error = %error_chain(&e), "cannot forget a removed database's status");
-            }
-            self.db_runtime.remove(name);
-            return None;
-        };
-        let mut finished = self.collect_finished(&db).await;
+    /// Fails the active runs of `name` whose process is gone (never this controller's own).
+    pub(crate) fn reap_abandoned_runs(&mut self, name: &str) {
         let mine: std::collections::BTreeSet<i64> = self
             .db_runtime
             .get(name)
@@ -257,6 +248,20 @@ impl Controller {
         reap_abandoned(&self.store, name, &mine, &mut |r, m| {
             self.event(event_type(r), r.as_str(), &object, m.to_string())
         });
+    }
+
+    /// Reconciles the Database `name`; `None` when it left the desired state (its status is
+    /// forgotten; its backups and their records stay).
+    pub async fn reconcile_database(&mut self, name: &str) -> Option<DbReconciled> {
+        let Some(db) = self.databases.iter().find(|d| d.name == name).cloned() else {
+            if let Err(e) = self.store.remove_status(KIND, name) {
+                tracing::warn!(database = name, error = %error_chain(&e), "cannot forget a removed database's status");
+            }
+            self.db_runtime.remove(name);
+            return None;
+        };
+        let mut finished = self.collect_finished(&db).await;
+        self.reap_abandoned_runs(name);
         let now = OffsetDateTime::now_utc();
         let window_open = window_open(&db, now);
         let stats_due = self

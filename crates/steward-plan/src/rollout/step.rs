@@ -305,14 +305,23 @@ fn step_jobs(r: &mut Rollout, desired: &Desired, obs: &Observations, out: &mut S
         );
     };
     match obs.jobs.get(&j.swarm_name).cloned().unwrap_or(JobObs::Missing) {
-        JobObs::Missing if j.started_ms.is_none() && j.backup_of.is_some() => {
+        // A backup nobody is taking (never started, or its controller stopped, or its start
+        // failed) is started (again): unlike a Swarm job it changes nothing but adds a file, and
+        // the PreDeploy phase's progress deadline bounds the retries.
+        JobObs::Missing if j.backup_of.is_some() => {
             let db = j.backup_of.clone().unwrap_or_default();
             out.start_backups.push((db.clone(), j.swarm_name.clone()));
+            let message = match j.started_ms {
+                None => format!("backup of Database/{db} started (backupBefore)"),
+                Some(_) => format!(
+                    "backup of Database/{db} started again (backupBefore): the one started before is not running (controller restarted, or it could not start)"
+                ),
+            };
             r.jobs[idx].started_ms = Some(now);
             out.events.push(RolloutEvent {
                 reason: Reason::PreDeployStarted,
                 object: ObjectRef::service(&j.service),
-                message: format!("backup of Database/{db} started (backupBefore)"),
+                message,
             });
         }
         JobObs::Missing if j.started_ms.is_none() => {
