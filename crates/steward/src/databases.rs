@@ -51,6 +51,7 @@ fn kept_text(why: Option<&BTreeSet<KeptAs>>) -> String {
                 KeptAs::Weekly => "weekly",
                 KeptAs::Monthly => "monthly",
                 KeptAs::NewestVerified => "newest-verified",
+                KeptAs::NewestPreDeploy => "newest-pre-deploy",
             })
             .collect::<Vec<_>>()
             .join(","),

@@ -103,6 +103,7 @@ impl Backup {
             taken_at: self.taken_at,
             local_date: self.local_date,
             verified: self.verified(),
+            pre_deploy: self.trigger == BackupTrigger::PreDeploy,
         }
     }
 }

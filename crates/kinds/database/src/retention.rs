@@ -1,6 +1,7 @@
 //! Which of steward's own backups are kept: the newest of each of the last `daily` days, `weekly`
 //! ISO weeks and `monthly` months that have a backup (restic's and borg's `--keep-*` semantics),
-//! and always the newest verified backup. Files steward did not make are not in the input, so they
+//! and always the newest verified backup and the newest taken before a deploy (what a bad
+//! migration is undone from, however many backups came after it that day). Files steward did not make are not in the input, so they
 //! are never deleted; an unreadable list is the caller's `Unknown`, and nothing is deleted then.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,6 +21,8 @@ pub struct BackupRecord {
     pub local_date: Date,
     /// The last restore test of this file passed.
     pub verified: bool,
+    /// Taken by a rollout's `backupBefore`.
+    pub pre_deploy: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -29,6 +32,8 @@ pub enum KeptAs {
     Monthly,
     /// Never deleted, whatever the counts say.
     NewestVerified,
+    /// The newest backup taken before a deploy: never deleted, whatever the counts say.
+    NewestPreDeploy,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -75,6 +80,9 @@ pub fn decide(backups: &[BackupRecord], policy: &Retention) -> Decision {
     );
     if let Some(v) = sorted.iter().find(|b| b.verified) {
         keep.entry(v.id).or_default().insert(KeptAs::NewestVerified);
+    }
+    if let Some(p) = sorted.iter().find(|b| b.pre_deploy) {
+        keep.entry(p.id).or_default().insert(KeptAs::NewestPreDeploy);
     }
     let delete = sorted
         .iter()

@@ -16,6 +16,7 @@ fn nightly(last: OffsetDateTime, days: i64) -> Vec<BackupRecord> {
                 taken_at: t,
                 local_date: t.date(),
                 verified: false,
+                pre_deploy: false,
             }
         })
         .collect()
@@ -96,6 +97,7 @@ fn two_backups_in_one_day_keep_the_newest_as_that_day_s() {
         taken_at: morning + Duration::hours(8),
         local_date: morning.date(),
         verified: false,
+        pre_deploy: false,
     });
     let d = decide(
         &backups,
@@ -112,4 +114,36 @@ fn two_backups_in_one_day_keep_the_newest_as_that_day_s() {
 #[test]
 fn nothing_to_decide_on_an_empty_list() {
     assert_eq!(decide(&[], &Retention::default()), Decision::default());
+}
+
+#[test]
+fn the_newest_backup_before_a_deploy_outlives_the_counts() {
+    // A deploy at 10:00 took its backup; the nightly ones went on for ten days after it.
+    let last = datetime!(2026-12-11 02:00 UTC);
+    let mut backups = nightly(last, 12);
+    let deploy_day = datetime!(2026-12-01 10:00 UTC);
+    for (id, at) in [(98, deploy_day - Duration::days(1)), (99, deploy_day)] {
+        backups.push(BackupRecord {
+            id,
+            file: format!("db-predeploy-{id}.dump"),
+            taken_at: at,
+            local_date: at.date(),
+            verified: false,
+            pre_deploy: true,
+        });
+    }
+    let d = decide(
+        &backups,
+        &Retention {
+            daily: 3,
+            weekly: 0,
+            monthly: 0,
+        },
+    );
+    assert_eq!(
+        d.keep.get(&99).map(|k| k.iter().copied().collect::<Vec<_>>()),
+        Some(vec![KeptAs::NewestPreDeploy])
+    );
+    assert!(d.delete.contains(&98), "only the newest pre-deploy backup is kept for it");
+    assert_eq!(d.keep.len(), 4, "3 daily + the pre-deploy one: {:?}", d.keep);
 }
