@@ -174,7 +174,11 @@ fn a_controller_killed_during_the_backup_before_a_deploy_takes_it_again_and_the_
         .filter_map(|r| r["outcome"].as_str())
         .collect();
     outcomes.sort();
-    assert_eq!(outcomes, ["Failed", "Succeeded"], "the killed one failed as abandoned: {runs}");
+    assert_eq!(
+        outcomes,
+        ["Failed", "Succeeded"],
+        "the killed one failed as abandoned: {runs}"
+    );
     wait_for("the rollout complete", Duration::from_secs(60), || {
         w.events_json().into_iter().find(|e| e["reason"] == "RolloutComplete")
     });

@@ -224,7 +224,16 @@ struct TableLock {
 impl TableLock {
     fn take(db: &TestDb) -> TableLock {
         let session = Command::new("psql")
-            .args(["-X", "-q", "-h", "127.0.0.1", "-U", "postgres", "-p", &PRIMARY_PORT.to_string()])
+            .args([
+                "-X",
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-p",
+                &PRIMARY_PORT.to_string(),
+            ])
             .args(["-d", &db.name, "-c"])
             .arg("BEGIN; LOCK TABLE vehicles_vehicule IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(120)")
             .stdout(std::process::Stdio::null())

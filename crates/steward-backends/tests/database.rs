@@ -154,7 +154,11 @@ fn a_table_the_application_holds_locked_neither_stalls_nor_fails_the_statistics(
     // Waiting for the lock would end in lock_timeout's error: the statistics are read instead,
     // the locked table sized from the catalog.
     let stats = observe_stats(&mut c, &server, time::OffsetDateTime::now_utc()).unwrap();
-    let held = stats.tables.iter().find(|t| t.name == "public.held").expect("the locked table is listed");
+    let held = stats
+        .tables
+        .iter()
+        .find(|t| t.name == "public.held")
+        .expect("the locked table is listed");
     assert!(held.total_bytes >= 8192, "{held:?}");
     assert_eq!(held.live, 20000, "{held:?}");
     tx.rollback().unwrap();
@@ -172,7 +176,10 @@ fn every_session_steward_opens_is_bounded() {
     for url in [PRIMARY, REPLICA] {
         let (mut c, _) = connect(url, None).unwrap();
         let got: (String, String) = c
-            .query_one("SELECT current_setting('statement_timeout'), current_setting('lock_timeout')", &[])
+            .query_one(
+                "SELECT current_setting('statement_timeout'), current_setting('lock_timeout')",
+                &[],
+            )
             .map(|r| (r.get(0), r.get(1)))
             .unwrap();
         assert_eq!(got, ("30s".to_string(), "5s".to_string()), "{url}");

@@ -586,7 +586,9 @@ fn opening_a_fresh_file_from_many_places_at_once_succeeds_everywhere() {
                 let (path, barrier) = (path.clone(), barrier.clone());
                 std::thread::spawn(move || {
                     barrier.wait();
-                    Store::open(&path).map(|_| ()).map_err(|e| format!("{e:#}: {:?}", std::error::Error::source(&e)))
+                    Store::open(&path)
+                        .map(|_| ())
+                        .map_err(|e| format!("{e:#}: {:?}", std::error::Error::source(&e)))
                 })
             })
             .collect();

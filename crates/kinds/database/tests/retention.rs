@@ -144,6 +144,9 @@ fn the_newest_backup_before_a_deploy_outlives_the_counts() {
         d.keep.get(&99).map(|k| k.iter().copied().collect::<Vec<_>>()),
         Some(vec![KeptAs::NewestPreDeploy])
     );
-    assert!(d.delete.contains(&98), "only the newest pre-deploy backup is kept for it");
+    assert!(
+        d.delete.contains(&98),
+        "only the newest pre-deploy backup is kept for it"
+    );
     assert_eq!(d.keep.len(), 4, "3 daily + the pre-deploy one: {:?}", d.keep);
 }
