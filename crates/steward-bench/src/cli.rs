@@ -9,6 +9,19 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 /// Runs `docker ARGS`, returning stdout; fails with stderr on a non-zero exit.
+/// Everything a bench run creates is named from `--prefix`, and cleanup removes by it: refuse a prefix that
+/// could match something that is not the bench's.
+pub fn check_prefix(p: &str) -> anyhow::Result<()> {
+    if !p.starts_with("bench-")
+        || !p
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        anyhow::bail!("--prefix must start with \"bench-\" and use only [a-z0-9-]");
+    }
+    Ok(())
+}
+
 pub fn docker(args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new("docker")
         .args(args)

@@ -97,14 +97,7 @@ fn parse_args() -> anyhow::Result<Opts> {
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
-    let p = &o.prefix;
-    if !p.starts_with("bench-")
-        || !p
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        bail!("--prefix must start with \"bench-\" and use only [a-z0-9-]");
-    }
+    crate::cli::check_prefix(&o.prefix)?;
     if o.services == 0 || o.services > 99 || o.passes == 0 || o.deploy_runs == 0 || o.drift_runs == 0 {
         bail!("--services must be 1..=99 and the run counts at least 1");
     }

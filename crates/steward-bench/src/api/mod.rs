@@ -99,14 +99,7 @@ fn parse_args(args: Vec<String>) -> anyhow::Result<Opts> {
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
-    let p = &o.prefix;
-    if !p.starts_with("bench-")
-        || !p
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        bail!("--prefix must start with \"bench-\" and use only [a-z0-9-]");
-    }
+    crate::cli::check_prefix(&o.prefix)?;
     if o.resources < 2 || o.events == 0 || o.requests == 0 || o.clients == 0 || o.runs == 0 {
         bail!("--resources must be at least 2, the counts at least 1");
     }

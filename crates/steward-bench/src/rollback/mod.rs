@@ -86,14 +86,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Opts> {
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
-    let p = &o.prefix;
-    if !p.starts_with("bench-")
-        || !p
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        bail!("--prefix must start with \"bench-\" and use only [a-z0-9-]");
-    }
+    crate::cli::check_prefix(&o.prefix)?;
     if o.runs == 0 || o.runs > 10 {
         bail!("--runs must be 1..=10");
     }
