@@ -186,24 +186,129 @@ impl Drop for RestartReplica {
 /// `pg_ctl stop` of the shared replica (as the server's OS user).
 fn pg_ctl_replica(action: &str) -> std::process::Output {
     let dir = std::env::var("STEWARD_PG_REPL_DIR").unwrap_or_else(|_| "/tmp/steward-pg-repl".into());
+    pg_ctl(std::path::Path::new(&format!("{dir}/replica")), action, &[])
+}
+
+/// `pg_ctl -D data -m fast -w action [extra]`, as the server's OS user.
+fn pg_ctl(data: &std::path::Path, action: &str, extra: &[&str]) -> std::process::Output {
+    server_command("pg_ctl")
+        .arg("-D")
+        .arg(data)
+        .args(["-m", "fast", "-w", "-t", "60", action])
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A server binary of the installed PostgreSQL, run as `postgres` when the tests run as root
+/// (the server refuses root).
+fn server_command(program: &str) -> Command {
     let bin = std::fs::read_dir("/usr/lib/postgresql")
         .unwrap()
         .flatten()
-        .map(|e| e.path().join("bin/pg_ctl"))
+        .map(|e| e.path().join("bin").join(program))
         .find(|p| p.exists())
-        .expect("pg_ctl");
-    let data = format!("{dir}/replica");
-    let mut cmd = if is_root() {
+        .unwrap_or_else(|| panic!("{program} of the PostgreSQL server packages"));
+    if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(&bin);
         c
     } else {
         Command::new(&bin)
-    };
-    cmd.args(["-D", &data, "-m", "fast", "-w", "-t", "60", action])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap()
+    }
+}
+
+/// A PostgreSQL server of the test's own (initdb in a temporary directory, a free port on
+/// 127.0.0.1), so a primary can be stopped for real without taking the shared one away from the
+/// other tests. Stopped and removed on drop.
+struct OwnServer {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl OwnServer {
+    /// `None` (the test skipped) when the server binaries are not installed and services are
+    /// not required.
+    fn try_start(test: &str) -> Option<OwnServer> {
+        let installed = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.path().join("bin/initdb").exists());
+        if !installed {
+            assert!(
+                std::env::var("STEWARD_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "{test}: needs the PostgreSQL server binaries (scripts/ensure-postgres.sh)"
+            );
+            eprintln!("SKIPPED {test}: run scripts/ensure-postgres.sh");
+            return None;
+        }
+        Some(OwnServer::start())
+    }
+
+    fn start() -> OwnServer {
+        let dir = tempfile::Builder::new().prefix("steward-e2e-pg-").tempdir().unwrap();
+        if is_root() {
+            let ok = Command::new("chown").arg("postgres:").arg(dir.path()).status().unwrap();
+            assert!(ok.success(), "chown {}", dir.path().display());
+        }
+        let o = server_command("initdb")
+            .arg("-D")
+            .arg(dir.path().join("data"))
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "initdb: {}", String::from_utf8_lossy(&o.stderr));
+        let s = OwnServer { dir, port: free_port() };
+        s.start_again();
+        s
+    }
+
+    fn data(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn start_again(&self) {
+        let opts = format!(
+            "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories=''",
+            self.port
+        );
+        let log = self.dir.path().join("server.log");
+        let o = pg_ctl(&self.data(), "start", &["-o", &opts, "-l", log.to_str().unwrap()]);
+        assert!(
+            o.status.success(),
+            "pg_ctl start: {}{}",
+            String::from_utf8_lossy(&o.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    fn stop(&self) {
+        let o = pg_ctl(&self.data(), "stop", &[]);
+        assert!(
+            o.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = pg_ctl(&self.data(), "stop", &["-m", "immediate"]);
+    }
 }
 
 fn is_root() -> bool {

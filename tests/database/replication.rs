@@ -1,5 +1,5 @@
-//! Replication read honestly: an unreachable replica or a stopped primary is Unknown and nothing
-//! acts; a stopped replica is never "0 s behind".
+//! Replication read honestly: an unreachable replica or primary, and a primary stopped for real,
+//! are Unknown and nothing acts; a stopped replica is never "0 s behind".
 
 use std::process::Command;
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::*;
 
 #[test]
-fn an_unreachable_replica_and_a_stopped_primary_are_unknown_and_nothing_acts() {
+fn an_unreachable_replica_and_an_unreachable_primary_are_unknown_and_nothing_acts() {
     let _replica = shared();
     let Some(db) = TestDb::create("unreachable") else {
         return;
@@ -30,7 +30,7 @@ fn an_unreachable_replica_and_a_stopped_primary_are_unknown_and_nothing_acts() {
             )
         ),
     );
-    // A stopped primary, with a backup due every minute: nothing may start.
+    // A primary that never answered, with a backup due every minute: nothing may start.
     let dir2 = w.dir.path().join("backups2");
     w.write(
         "down.yaml",
@@ -129,4 +129,102 @@ fn a_stopped_replica_is_never_reported_zero_seconds_behind() {
         w.condition("Database", "sdb", "ReplicationHealthy")
             .filter(|c| c.0 == "True")
     });
+}
+
+#[test]
+fn a_primary_stopped_for_real_is_unknown_holds_its_due_backup_and_takes_it_once_back() {
+    let Some(srv) = OwnServer::try_start("stopped_primary") else {
+        return;
+    };
+    psql(
+        srv.port,
+        "postgres",
+        "CREATE TABLE vehicles_vehicule (id int); INSERT INTO vehicles_vehicule VALUES (1)",
+    )
+    .unwrap();
+    let mut w = World::new("dbreal");
+    let dir = w.dir.path().join("backups");
+    // A backup every minute, so one is due soon after the primary stops.
+    w.write(
+        "db.yaml",
+        &format!(
+            "---\napiVersion: steward.io/v1alpha1\nkind: Database\nmetadata:\n  name: real\nspec:\n  primary: {}\n  backup:\n    schedule: \"* * * * *\"\n    directory: {}\n",
+            srv.url("postgres"),
+            dir.display()
+        ),
+    );
+    w.spawn_run(&[]);
+    wait_for("real: Ready True", Duration::from_secs(60), || {
+        w.condition("Database", "real", "Ready").filter(|c| c.0 == "True")
+    });
+    srv.stop();
+    let c = wait_for("real: Ready no longer True", Duration::from_secs(60), || {
+        w.condition("Database", "real", "Ready").filter(|c| c.0 != "True")
+    });
+    assert_eq!(c, ("Unknown".to_string(), "PrimaryUnreachable".to_string()));
+    let runs_at_stop = backup_runs(&w);
+    let files_at_stop = complete_files(&dir);
+    // The next minute's backup falls due while the primary is down: held, said so, not started.
+    let held = wait_for("the backup held: PrimaryUnknown", Duration::from_secs(90), || {
+        let d = details(&w, "real")?;
+        let held = d["held"].as_array()?.clone();
+        held.into_iter()
+            .find(|h| h["task"] == "backup" && h["hold"] == "PrimaryUnknown")
+    });
+    assert_eq!(held["message"], "the primary could not be read", "{held}");
+    let said = w
+        .events_json()
+        .into_iter()
+        .find(|e| e["reason"] == "TaskHeld" && e["object"] == "Database/real");
+    let said = said.expect("a TaskHeld event on Database/real");
+    assert!(
+        said["message"].as_str().unwrap().contains("primary could not be read"),
+        "{said}"
+    );
+    assert_eq!(
+        backup_runs(&w),
+        runs_at_stop,
+        "a run started while the primary was down"
+    );
+    assert_eq!(
+        complete_files(&dir),
+        files_at_stop,
+        "a backup file appeared while the primary was down"
+    );
+    let describe = w.steward(&["describe", "Database/real", "--path", w.manifests().to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&describe.stdout);
+    assert!(text.contains("Due, not started:"), "{text}");
+
+    // Back: Ready again, and the held instant (within its starting deadline) is taken.
+    srv.start_again();
+    wait_for("real: Ready True again", Duration::from_secs(60), || {
+        w.condition("Database", "real", "Ready").filter(|c| c.0 == "True")
+    });
+    let taken = wait_for(
+        "a backup taken once the primary is back",
+        Duration::from_secs(90),
+        || {
+            let new: Vec<String> = complete_files(&dir)
+                .into_iter()
+                .filter(|f| !files_at_stop.contains(f))
+                .collect();
+            (!new.is_empty()).then_some(new)
+        },
+    );
+    assert!(backup_runs(&w) > runs_at_stop, "{taken:?}");
+}
+
+/// How many backup runs `real` has.
+fn backup_runs(w: &World) -> usize {
+    let o = w.steward(&["runs", "real/backup", "-o", "json"]);
+    let runs: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    runs.as_array().map_or(0, Vec::len)
+}
+
+/// The backup files in `dir` (none while it does not exist), without files still being written.
+fn complete_files(dir: &std::path::Path) -> Vec<String> {
+    if !dir.exists() {
+        return vec![];
+    }
+    names_in(dir).into_iter().filter(|n| !n.starts_with('.')).collect()
 }

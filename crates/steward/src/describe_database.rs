@@ -247,6 +247,12 @@ pub fn report_text(st: &ResourceStatus) -> String {
         }
         let _ = writeln!(out, "  recorded:     {}", s(b, "count"));
     }
+    if let Some(held) = d.get("held").and_then(Value::as_array).filter(|h| !h.is_empty()) {
+        out.push_str("\nDue, not started:\n");
+        for h in held {
+            let _ = writeln!(out, "  {:<13} {}", s(h, "task"), s(h, "message"));
+        }
+    }
     if let Some(next) = d.get("nextRuns").and_then(Value::as_object) {
         out.push_str("\nNext:\n");
         for (k, v) in next {

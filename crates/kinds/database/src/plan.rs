@@ -2,7 +2,7 @@
 //! instant of each calendar within the starting deadline, unless a hold applies. The store's
 //! claim then makes each instant run exactly once.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use steward_schedule::run::Trigger;
@@ -47,6 +47,27 @@ pub enum NotNow {
     NothingToArchive,
 }
 
+impl NotNow {
+    /// Why, in words, for events and `steward describe`.
+    pub fn describe(&self) -> String {
+        match self {
+            NotNow::PrimaryUnknown => "the primary could not be read".into(),
+            NotNow::AlreadyRunning => "one is already running".into(),
+            NotNow::WindowClosed => "the maintenance window is closed".into(),
+            NotNow::NothingOverThresholds => "no table is over the vacuum thresholds".into(),
+            NotNow::RolloutInProgress => "a rollout is in progress".into(),
+            NotNow::ReplicationLagging { why } => format!("replication is lagging: {why}"),
+            NotNow::NothingToRestore => "there is no backup to restore yet".into(),
+            NotNow::NothingToArchive => "there is no verified backup to archive yet".into(),
+        }
+    }
+
+    /// The holds worth an event when they begin: not a run that is simply still going.
+    pub fn is_news(&self) -> bool {
+        !matches!(self, NotNow::AlreadyRunning)
+    }
+}
+
 pub struct Input<'a> {
     pub db: &'a DatabaseState,
     pub obs: &'a Observation,
@@ -59,6 +80,9 @@ pub struct Input<'a> {
     pub has_backup: bool,
     /// A live verified backup exists (what the archive copies).
     pub has_verified: bool,
+    /// The newest calendar instant already claimed, per task: it is neither started again nor
+    /// reported held.
+    pub claimed: &'a BTreeMap<Task, OffsetDateTime>,
 }
 
 /// The tasks to start now, and the held ones with why.
@@ -70,6 +94,9 @@ pub fn due(i: &Input<'_>) -> (Vec<Due>, Vec<(Task, NotNow)>) {
         let Some(cal) = i.db.calendar(task) else { continue };
         let (instants, _) = cal.between(i.now - STARTING_DEADLINE, i.now, 1);
         let Some(at) = instants.last().copied() else { continue };
+        if i.claimed.get(&task).is_some_and(|c| *c >= at) {
+            continue;
+        }
         if i.obs.primary.is_err() {
             held.push((task, NotNow::PrimaryUnknown));
             continue;

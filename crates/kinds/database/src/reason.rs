@@ -23,10 +23,12 @@ pub enum Reason {
     GateOpened,
     /// A run whose process ended before it finished was failed.
     RunAbandoned,
+    /// A task whose instant is due does not start now, and why (once, when the hold begins).
+    TaskHeld,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Reason::BackupSucceeded,
         Reason::BackupFailed,
         Reason::BackupPruned,
@@ -41,6 +43,7 @@ impl Reason {
         Reason::WaitingOn,
         Reason::GateOpened,
         Reason::RunAbandoned,
+        Reason::TaskHeld,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +62,7 @@ impl Reason {
             Reason::WaitingOn => "WaitingOn",
             Reason::GateOpened => "GateOpened",
             Reason::RunAbandoned => "RunAbandoned",
+            Reason::TaskHeld => "TaskHeld",
         }
     }
 

@@ -1,7 +1,7 @@
 //! The Database's conditions, its deploy gate and which tasks are due, from fixture
 //! observations: what an operator would check in `steward describe Database/NAME`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use steward_core::status::{ConditionStatus, ConditionType};
@@ -212,6 +212,7 @@ fn an_unreachable_primary_is_unknown_and_holds_the_gate_and_every_task() {
         running: &BTreeSet::new(),
         has_backup: true,
         has_verified: true,
+        claimed: &BTreeMap::new(),
     });
     assert!(start.is_empty(), "{start:?}");
     assert!(held.contains(&(Task::Backup, NotNow::PrimaryUnknown)), "{held:?}");
@@ -324,6 +325,7 @@ fn vacuum_is_due_only_in_the_window_and_never_during_a_rollout_or_lag() {
             running: &BTreeSet::new(),
             has_backup: true,
             has_verified: true,
+            claimed: &BTreeMap::new(),
         })
     };
     let in_window = datetime!(2026-12-02 06:20 UTC);
@@ -361,6 +363,7 @@ fn an_instant_missed_before_the_controller_started_is_a_catch_up_within_the_dead
         running: &BTreeSet::new(),
         has_backup: true,
         has_verified: true,
+        claimed: &BTreeMap::new(),
     });
     let b = start.iter().find(|d| d.task == Task::Backup).expect("backup due");
     assert_eq!((b.at, b.trigger), (datetime!(2026-12-02 02:00 UTC), Trigger::CatchUp));
@@ -374,6 +377,7 @@ fn an_instant_missed_before_the_controller_started_is_a_catch_up_within_the_dead
         running: &BTreeSet::new(),
         has_backup: true,
         has_verified: true,
+        claimed: &BTreeMap::new(),
     });
     assert!(start.iter().all(|d| d.task != Task::Backup), "{start:?}");
 }
@@ -394,6 +398,7 @@ fn a_restore_test_waits_for_a_backup_and_the_archive_for_a_verified_one() {
             running: &BTreeSet::new(),
             has_backup,
             has_verified,
+            claimed: &BTreeMap::new(),
         })
     };
     let (start, held) = run(false, false);
@@ -401,4 +406,39 @@ fn a_restore_test_waits_for_a_backup_and_the_archive_for_a_verified_one() {
     assert!(held.contains(&(Task::RestoreTest, NotNow::NothingToRestore)));
     let (start, _) = run(true, false);
     assert!(start.iter().any(|x| x.task == Task::RestoreTest));
+}
+
+#[test]
+fn an_instant_already_claimed_is_neither_started_again_nor_reported_held() {
+    let d = db();
+    let now = datetime!(2026-12-02 02:05 UTC);
+    let at = datetime!(2026-12-02 02:00 UTC);
+    let claimed = BTreeMap::from([(Task::Backup, at)]);
+    let plan = |o: &Observation, claimed: &BTreeMap<Task, OffsetDateTime>| {
+        due(&PlanInput {
+            db: &d,
+            obs: o,
+            now,
+            started: now,
+            rollout_active: false,
+            running: &BTreeSet::new(),
+            has_backup: true,
+            has_verified: true,
+            claimed,
+        })
+    };
+    // Readable primary: the 02:00 backup starts unless it was claimed.
+    let up = obs(0, None, false);
+    let (start, _) = plan(&up, &BTreeMap::new());
+    assert!(start.iter().any(|x| x.task == Task::Backup && x.at == at), "{start:?}");
+    let (start, held) = plan(&up, &claimed);
+    assert!(start.iter().all(|x| x.task != Task::Backup), "{start:?}");
+    assert!(held.iter().all(|(t, _)| *t != Task::Backup), "{held:?}");
+    // The primary lost after the 02:00 backup ran: nothing is held that is not due.
+    let mut down = obs(0, None, false);
+    down.primary = Err("connection refused".into());
+    let (_, held) = plan(&down, &claimed);
+    assert!(held.iter().all(|(t, _)| *t != Task::Backup), "{held:?}");
+    let (_, held) = plan(&down, &BTreeMap::new());
+    assert!(held.contains(&(Task::Backup, NotNow::PrimaryUnknown)), "{held:?}");
 }

@@ -71,6 +71,12 @@ pub(crate) struct Runtime {
     in_flight: BTreeMap<Task, InFlight>,
     /// Set while vacuum and reindex must stop between tables.
     hold: Arc<AtomicBool>,
+    /// The due tasks the last reconcile did not start, and why: a hold is reported once, when
+    /// it begins or its reason changes.
+    held: BTreeMap<Task, plan::NotNow>,
+    /// The newest calendar instant claimed per task (read from the store once, then kept as
+    /// claims succeed), so a done instant is not claimed again on every pass nor reported held.
+    claimed: Option<BTreeMap<Task, OffsetDateTime>>,
 }
 
 /// What one reconcile of a Database did.
@@ -318,7 +324,16 @@ impl Controller {
         let error = match &backups {
             // Without the list, a restore test or archive could not be judged: nothing starts.
             Err(e) => Some(e.clone()),
-            Ok(b) if self.may_write() => self.start_due(&db, &obs, now, rollout_active, b).err(),
+            Ok(b) if self.may_write() => match self.start_due(&db, &obs, now, rollout_active, b) {
+                Ok(held) => {
+                    if let Some(obj) = report.as_object_mut() {
+                        obj.insert("held".into(), held_report(&held));
+                    }
+                    self.report_holds(&db.name, held);
+                    None
+                }
+                Err(e) => Some(e),
+            },
             Ok(_) => None,
         };
         let status = Some(self.record_database_status(&db, decided, report));
@@ -374,7 +389,7 @@ impl Controller {
     }
 
     /// Claims and starts each task `steward_database::plan::due` says is due now, judged on the
-    /// backups this reconcile read.
+    /// backups this reconcile read; returns the due ones it holds, and why.
     fn start_due(
         &mut self,
         db: &DatabaseState,
@@ -382,14 +397,15 @@ impl Controller {
         now: OffsetDateTime,
         rollout_active: bool,
         backups: &[Backup],
-    ) -> Result<(), String> {
+    ) -> Result<Vec<(Task, plan::NotNow)>, String> {
         let running: std::collections::BTreeSet<Task> = self
             .db_runtime
             .get(&db.name)
             .map(|rt| rt.in_flight.keys().copied().collect())
             .unwrap_or_default();
+        let claimed = self.claimed_instants(db);
         let mut live = backups.iter().filter(|b| b.is_live());
-        let (start, _held) = plan::due(&plan::Input {
+        let (start, held) = plan::due(&plan::Input {
             db,
             obs,
             now,
@@ -398,16 +414,21 @@ impl Controller {
             running: &running,
             has_backup: live.clone().next().is_some(),
             has_verified: live.any(Backup::verified),
+            claimed: &claimed,
         });
         for d in start {
             let run = new_run(&db.name, d.task, d.at, d.trigger, now);
-            let run = match self.store.claim_run(&run, true).map_err(|e| error_chain(&e))? {
+            let claim = self.store.claim_run(&run, true).map_err(|e| error_chain(&e))?;
+            let rt = self.db_runtime.entry(db.name.clone()).or_default();
+            if !matches!(claim, Claim::Busy(_)) {
+                rt.claimed.get_or_insert_default().insert(d.task, d.at);
+            }
+            let run = match claim {
                 Claim::Inserted(id) => Run { id, ..run },
                 Claim::Exists(_) => continue,
                 // Active elsewhere (a manual run); an abandoned one was reaped above.
                 Claim::Busy(_) => continue,
             };
-            let rt = self.db_runtime.entry(db.name.clone()).or_default();
             let ctx = TaskContext {
                 trigger: BackupTrigger::Schedule,
                 now: OffsetDateTime::now_utc(),
@@ -417,7 +438,55 @@ impl Controller {
             let flight = InFlight::launch(db, d.task, run, self.store.clone(), ctx);
             rt.in_flight.insert(d.task, flight);
         }
-        Ok(())
+        Ok(held)
+    }
+
+    /// `claimed` of `db`'s runtime, read from the store's newest calendar runs the first time
+    /// (a store that cannot be read yields none: the claims stay the judge).
+    fn claimed_instants(&mut self, db: &DatabaseState) -> BTreeMap<Task, OffsetDateTime> {
+        if let Some(c) = self.db_runtime.get(&db.name).and_then(|rt| rt.claimed.clone()) {
+            return c;
+        }
+        let mut c = BTreeMap::new();
+        let mut complete = true;
+        for task in Task::ALL {
+            match self.store.runs(Some(&task.run_name(&db.name)), Some(20)) {
+                Ok(runs) => {
+                    let newest = runs
+                        .iter()
+                        .filter(|r| r.trigger != Trigger::Manual)
+                        .map(|r| r.scheduled_at)
+                        .max();
+                    if let Some(at) = newest {
+                        c.insert(task, at);
+                    }
+                }
+                Err(_) => complete = false,
+            }
+        }
+        if complete {
+            self.db_runtime.entry(db.name.clone()).or_default().claimed = Some(c.clone());
+        }
+        c
+    }
+
+    /// A `TaskHeld` event for each hold that began (or changed reason) since the last reconcile.
+    fn report_holds(&mut self, name: &str, held: Vec<(Task, plan::NotNow)>) {
+        let now: BTreeMap<Task, plan::NotNow> = held.into_iter().collect();
+        let before = self.db_runtime.get(name).map(|rt| rt.held.clone()).unwrap_or_default();
+        let object = ObjectRef::database(name).to_string();
+        for (task, why) in &now {
+            if why.is_news() && before.get(task) != Some(why) {
+                let message = format!("{} is due and held: {}", task.as_str(), why.describe());
+                self.event(
+                    event_type(Reason::TaskHeld),
+                    Reason::TaskHeld.as_str(),
+                    &object,
+                    message,
+                );
+            }
+        }
+        self.db_runtime.entry(name.to_string()).or_default().held = now;
     }
 
     fn record_database_status(
@@ -461,6 +530,20 @@ impl Controller {
         }
         status
     }
+}
+
+/// `held` as the status reports it: `[{task, hold, message}]`.
+fn held_report(held: &[(Task, plan::NotNow)]) -> serde_json::Value {
+    held.iter()
+        .map(|(task, why)| {
+            let mut v = serde_json::to_value(why).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("task".into(), task.as_str().into());
+                o.insert("message".into(), why.describe().into());
+            }
+            v
+        })
+        .collect()
 }
 
 fn window_open(db: &DatabaseState, now: OffsetDateTime) -> bool {
