@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure a headless-capable Chromium is installed, and prints the path of its binary.
-# The dashboard's end-to-end test drives it (tests/api.rs). Uses Debian's `chromium` package:
+# The dashboard's end-to-end tests drive it (tests/api.rs, tests/database/dashboard.rs). Uses Debian's `chromium` package:
 # nothing is downloaded from anywhere else, so this works wherever apt does. Safe to run again.
 set -euo pipefail
 

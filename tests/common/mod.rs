@@ -5,6 +5,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod browser;
 pub mod proxy;
 
 /// Set by CI: a test that needs Docker fails instead of skipping when Docker is missing.

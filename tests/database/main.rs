@@ -3,7 +3,8 @@
 //! lag created for real holds a rollout and releases it; an unreachable replica is not "0 s
 //! behind"; backup then restore test passes with a measured RTO; a corrupted backup fails its
 //! restore test; a stopped primary is Unknown and nothing acts; a bloated table is vacuumed in
-//! the window; a controller killed during a backupBefore backup takes it again.
+//! the window; a controller killed during a backupBefore backup takes it again; the dashboard
+//! shows each Database's conditions, runs and held tasks.
 
 use std::process::Command;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use steward_e2e::*;
 
 mod backups;
+mod dashboard;
 mod deploys;
 mod maintenance;
 mod replication;
