@@ -197,3 +197,69 @@ fn a_backup_killed_mid_way_leaves_no_counted_file_and_the_next_one_succeeds() {
     let abandoned = w.events_json().iter().any(|e| e["reason"] == "RunAbandoned");
     assert!(abandoned, "the abandoned run is an event");
 }
+
+#[test]
+fn a_directory_format_backup_is_listed_with_its_checksum_and_size_and_its_restore_test_passes() {
+    let _replica = shared();
+    let Some(db) = TestDb::create("directory_backup") else {
+        return;
+    };
+    let w = World::new("dbdirbackup");
+    let dir = w.dir.path().join("backups");
+    let doc = db
+        .doc("ddb", &dir, "")
+        .replace("    directory: ", "    format: directory\n    jobs: 2\n    directory: ");
+    assert!(doc.contains("format: directory"), "{doc}");
+    w.write("db.yaml", &doc);
+    let m = w.manifests();
+    let m = m.to_str().unwrap();
+    let o = w.steward(&["backup", "ddb", "--path", m]);
+    ok(&o);
+    let list = backups_json(&w, "ddb");
+    assert_eq!(list.len(), 1, "{list:?}");
+    let file = list[0]["file"].as_str().unwrap().to_string();
+    assert!(
+        file.starts_with(dir.to_str().unwrap()) && file.ends_with(".dir"),
+        "{file}"
+    );
+    let path = std::path::Path::new(&file);
+    assert!(path.is_dir(), "{file} is a directory");
+    // Its one checksum is the documented digest (docs/DATABASE.md): over its files sorted by
+    // name, each as its name, a NUL byte, its length (8 bytes big-endian) and its bytes; its
+    // size is their total.
+    use sha2::Digest;
+    let mut files: Vec<String> = names_in(path);
+    files.sort();
+    let (mut h, mut size) = (sha2::Sha256::new(), 0u64);
+    for f in &files {
+        let bytes = std::fs::read(path.join(f)).unwrap();
+        h.update(f.as_bytes());
+        h.update([0u8]);
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(&bytes);
+        size += bytes.len() as u64;
+    }
+    let sha = hex::encode(h.finalize());
+    assert!(files.contains(&"toc.dat".to_string()), "{files:?}");
+    assert_eq!(list[0]["sha256"].as_str(), Some(sha.as_str()), "{list:?}");
+    assert_eq!(list[0]["sizeBytes"].as_u64(), Some(size), "{list:?}");
+    assert!(size > 0);
+    assert_eq!(names_in(&dir).len(), 1, "no partial left: {:?}", names_in(&dir));
+
+    let o = w.steward(&["restore-test", "ddb", "--path", m]);
+    ok(&o);
+    let list = backups_json(&w, "ddb");
+    assert_eq!(list[0]["verified"], true, "{list:?}");
+    let rt = &list[0]["restoreTest"];
+    assert_eq!(rt["checks"][0]["value"], "2000", "{rt}");
+
+    // A byte changed in one of its files: the next restore test fails on the checksum.
+    let toc = path.join("toc.dat");
+    let mut bytes = std::fs::read(&toc).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&toc, &bytes).unwrap();
+    let o = w.steward(&["restore-test", "ddb", "--path", m]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("checksum"), "{}", stdout(&o));
+}

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use steward_controller::database::tasks::{apply_retention, backup_file_name, TaskOutcome};
 use steward_database::backup::{Backup, BackupTrigger, RestoreResult};
-use steward_database::spec::{DatabaseDocument, DatabaseEntry};
+use steward_database::spec::{BackupFormat, DatabaseDocument, DatabaseEntry};
 use steward_database::DatabaseState;
 use steward_spec::{typed, DocCtx, Source};
 use steward_store::Store;
@@ -39,7 +39,7 @@ fn db(dir: &Path) -> DatabaseState {
 }
 
 fn record(dir: &Path, at: OffsetDateTime, verified: bool) -> Backup {
-    let file = dir.join(backup_file_name("tc-db", at));
+    let file = dir.join(backup_file_name("tc-db", at, BackupFormat::Custom));
     std::fs::write(&file, b"PGDMP fake").unwrap();
     Backup {
         id: 0,
@@ -98,7 +98,7 @@ fn a_hundred_days_of_daily_backups_keep_exactly_the_policy_and_nothing_else() {
     let mut expected = BTreeSet::new();
     expected.insert("manual-before-migration.dump".to_string());
     let local = |day: i64| first + time::Duration::days(day);
-    let name = |day: i64| backup_file_name("tc-db", local(day));
+    let name = |day: i64| backup_file_name("tc-db", local(day), BackupFormat::Custom);
     // Daily: the newest 7 days (local 2026-11-25 .. 2026-12-01 are days 93..99).
     for day in 93..100 {
         expected.insert(name(day));
@@ -129,4 +129,49 @@ fn a_hundred_days_of_daily_backups_keep_exactly_the_policy_and_nothing_else() {
     apply_retention(&d, &store, &mut again);
     assert!(again.events.is_empty(), "{:?}", again.events);
     assert_eq!(files(&dir), expected);
+}
+
+#[test]
+fn a_directory_backup_retention_drops_is_deleted_with_its_files_and_only_recorded_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("backups");
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = Store::open(&tmp.path().join("s.db")).unwrap();
+    let d = db(&dir);
+    // 9 daily directory-format backups: the 2 oldest are beyond `daily: 7` (and are not the
+    // newest of their week or month, which stay).
+    let first = datetime!(2026-11-01 23:00 UTC);
+    let name = |day: i64| backup_file_name("tc-db", first + time::Duration::days(day), BackupFormat::Directory);
+    for day in 0..9 {
+        let at = first + time::Duration::days(day);
+        let mut b = record(&dir, at, false);
+        std::fs::remove_file(&b.file).unwrap();
+        let path = dir.join(name(day));
+        assert!(path.to_string_lossy().ends_with(".dir"));
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("toc.dat"), b"PGDMP fake").unwrap();
+        std::fs::write(path.join("3001.dat.gz"), b"rows").unwrap();
+        b.file = path.display().to_string();
+        b.local_date = d.backup.as_ref().unwrap().local_date(at).unwrap();
+        store.add_backup(&b).unwrap();
+    }
+    // A directory steward did not record, in the same directory.
+    std::fs::create_dir(dir.join("manual.dir")).unwrap();
+    std::fs::write(dir.join("manual.dir").join("toc.dat"), b"keep me").unwrap();
+
+    let mut out = TaskOutcome::default();
+    apply_retention(&d, &store, &mut out);
+    // Local 2026-11-02 (a Monday) .. 11-10: daily keeps days 2..8, the week of 11-02 keeps day
+    // 6, November keeps day 8: days 0 and 1 are deleted, each with its files.
+    assert_eq!(out.events.len(), 2, "{:?} {}", out.events, out.logs);
+    let kept = files(&dir);
+    let mut expected: BTreeSet<String> = (2..9).map(name).collect();
+    expected.insert("manual.dir".into());
+    assert_eq!(kept, expected);
+    assert_eq!(files(&dir.join("manual.dir")), BTreeSet::from(["toc.dat".to_string()]));
+    let records = store.backups(Some("tc-db")).unwrap();
+    for b in records.iter().filter(|b| b.deleted_at.is_some()) {
+        assert!(!Path::new(&b.file).exists(), "{} deleted with its files", b.file);
+    }
+    assert_eq!(records.iter().filter(|b| b.deleted_at.is_some()).count(), 2);
 }

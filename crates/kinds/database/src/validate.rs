@@ -3,7 +3,7 @@
 use steward_schedule::cron::CronSchedule;
 use steward_spec::{file_ref_problem, locate, validate_labels, DocCtx, SpecError};
 
-use crate::spec::{DatabaseDocument, Expect};
+use crate::spec::{BackupFormat, DatabaseDocument, Expect, MAX_BACKUP_JOBS};
 
 /// `postgres://user@host:port/db` (or `postgresql://`), without a password.
 fn url_problem(url: &str) -> Option<String> {
@@ -131,6 +131,19 @@ pub fn validate_database(ctx: &DocCtx, text: &str, d: &DatabaseDocument, errors:
                 "spec.backup.directory",
                 format!("{:?} must be an absolute path", b.directory),
             );
+        }
+        match (b.format, b.jobs) {
+            (BackupFormat::Custom, Some(_)) => err(
+                "jobs:",
+                "spec.backup.jobs",
+                "only with format: directory (the custom format is dumped and restored by one worker)".into(),
+            ),
+            (BackupFormat::Directory, Some(j)) if !(1..=MAX_BACKUP_JOBS).contains(&j) => err(
+                "jobs:",
+                "spec.backup.jobs",
+                format!("must be between 1 and {MAX_BACKUP_JOBS}, got {j}"),
+            ),
+            _ => {}
         }
         if b.retention.daily == 0 {
             err(

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use steward_database::spec::{DatabaseDocument, Expect};
+use steward_database::spec::{BackupFormat, DatabaseDocument, Expect};
 use steward_database::validate::validate_database;
 use steward_spec::{typed, DocCtx, SpecError};
 
@@ -121,4 +121,59 @@ fn expectations_compare_with_a_number() {
     assert!(Expect::parse("!= 0").unwrap().holds(3.0));
     assert!(Expect::parse("<5").unwrap().holds(4.0));
     assert_eq!(Expect::parse("lots"), None);
+}
+
+#[test]
+fn the_backup_format_defaults_to_custom_and_directory_defaults_to_two_jobs() {
+    let ctx = DocCtx {
+        file: Path::new(FILE),
+        line_offset: 0,
+    };
+    let d: DatabaseDocument = typed(&ctx, CONTRACT).unwrap();
+    let b = d.spec.backup.unwrap();
+    assert_eq!((b.format, b.jobs, b.effective_jobs()), (BackupFormat::Custom, None, 1));
+
+    let text = CONTRACT.replace(
+        "    directory: /var/backups/taxcollector\n",
+        "    directory: /var/backups/taxcollector\n    format: directory\n",
+    );
+    assert_eq!(check(&text), vec![]);
+    let b = typed::<DatabaseDocument>(&ctx, &text).unwrap().spec.backup.unwrap();
+    assert_eq!(
+        (b.format, b.jobs, b.effective_jobs()),
+        (BackupFormat::Directory, None, 2)
+    );
+
+    let text = text.replace("    format: directory\n", "    format: directory\n    jobs: 16\n");
+    assert_eq!(check(&text), vec![]);
+    let b = typed::<DatabaseDocument>(&ctx, &text).unwrap().spec.backup.unwrap();
+    assert_eq!(b.effective_jobs(), 16);
+}
+
+#[test]
+fn jobs_out_of_range_or_with_the_custom_format_are_refused_at_their_line() {
+    let at = "    directory: /var/backups/taxcollector\n";
+    for (extra, needle) in [
+        ("    format: directory\n    jobs: 0\n", "between 1 and 16, got 0"),
+        ("    format: directory\n    jobs: 17\n", "between 1 and 16, got 17"),
+        ("    jobs: 4\n", "only with format: directory"),
+        ("    format: custom\n    jobs: 1\n", "only with format: directory"),
+    ] {
+        let text = CONTRACT.replace(at, &format!("{at}{extra}"));
+        let errors = check(&text);
+        assert_eq!(errors.len(), 1, "{extra}: {errors:?}");
+        let e = &errors[0];
+        let line = 1 + text.lines().position(|l| l.starts_with("    jobs:")).unwrap() as u64;
+        assert_eq!((e.field.as_str(), e.line), ("spec.backup.jobs", line), "{extra}");
+        assert!(e.message.contains(needle), "{extra}: {}", e.message);
+        assert_eq!(e.file, Path::new(FILE));
+    }
+    // An unknown format is refused by the reader, naming the two it knows.
+    let text = CONTRACT.replace(at, &format!("{at}    format: tar\n"));
+    let ctx = DocCtx {
+        file: Path::new(FILE),
+        line_offset: 0,
+    };
+    let e = typed::<DatabaseDocument>(&ctx, &text).unwrap_err().to_string();
+    assert!(e.contains("custom") && e.contains("directory"), "{e}");
 }

@@ -9,12 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use steward_backends::database::connect;
-use steward_backends::pg_backup::{self, RestoreTarget};
+use steward_backends::pg_backup::{self, DumpFormat, RestoreTarget};
 use steward_backends::pg_maintenance;
 use steward_backends::swarm::error_chain;
 use steward_database::backup::{newest, Backup, BackupTrigger, RestoreResult};
 use steward_database::maintenance::needs_vacuum;
 use steward_database::retention;
+use steward_database::spec::BackupFormat;
 use steward_database::{DatabaseState, Reason, Task};
 use steward_store::Store;
 use time::OffsetDateTime;
@@ -58,10 +59,25 @@ pub struct TaskContext {
     pub window_closes: Option<OffsetDateTime>,
 }
 
-/// The file name of a backup taken at `at`: `<database>-<YYYYmmddTHHMMSSZ>.dump`.
-pub fn backup_file_name(database: &str, at: OffsetDateTime) -> String {
+/// The name of a backup taken at `at`: `<database>-<YYYYmmddTHHMMSSZ>.dump` (a file, the custom
+/// format) or `.dir` (a directory, the directory format).
+pub fn backup_file_name(database: &str, at: OffsetDateTime, format: BackupFormat) -> String {
     let f = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
-    format!("{database}-{}.dump", at.format(&f).unwrap_or_default())
+    let ext = match format {
+        BackupFormat::Custom => "dump",
+        BackupFormat::Directory => "dir",
+    };
+    format!("{database}-{}.{ext}", at.format(&f).unwrap_or_default())
+}
+
+/// How pg_dump writes the backups of `spec`.
+pub fn dump_format(spec: &steward_database::spec::Backup) -> DumpFormat {
+    match spec.format {
+        BackupFormat::Custom => DumpFormat::Custom,
+        BackupFormat::Directory => DumpFormat::Directory {
+            jobs: spec.effective_jobs(),
+        },
+    }
 }
 
 /// Runs `task` now. Never panics on a backend failure: the outcome says what failed.
@@ -96,8 +112,9 @@ fn backup(db: &DatabaseState, store: &Store, ctx: &TaskContext) -> TaskOutcome {
             tracing::info!(file = %p.display(), "removed the partial file of an interrupted backup");
         }
     }
-    let name = backup_file_name(&db.name, ctx.now);
-    let file = match pg_backup::take_backup(&db.spec.primary, db.password.as_deref(), &dir, &name) {
+    let name = backup_file_name(&db.name, ctx.now, spec.format);
+    let (primary, password) = (&db.spec.primary, db.password.as_deref());
+    let file = match pg_backup::take_backup_as(primary, password, &dir, &name, dump_format(spec)) {
         Ok(f) => f,
         Err(e) => {
             return TaskOutcome::failed(
@@ -165,10 +182,9 @@ pub fn apply_retention(db: &DatabaseState, store: &Store, out: &mut TaskOutcome)
         let Some(b) = live.iter().find(|b| b.id as u64 == id) else {
             continue;
         };
-        let path = Path::new(&b.file);
-        match std::fs::remove_file(path) {
+        // A file, or a directory-format backup with its files: only what steward recorded.
+        match pg_backup::remove_backup(Path::new(&b.file)) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
                 out.logs.push_str(&format!("\ncannot delete {}: {e}", b.file));
                 continue;
@@ -193,7 +209,12 @@ pub fn apply_retention(db: &DatabaseState, store: &Store, out: &mut TaskOutcome)
 }
 
 fn restore_test(db: &DatabaseState, store: &Store, ctx: &TaskContext) -> TaskOutcome {
-    let Some(spec) = db.spec.backup.as_ref().and_then(|b| b.restore_test.as_ref()) else {
+    let Some((backup_spec, spec)) = db
+        .spec
+        .backup
+        .as_ref()
+        .and_then(|b| Some((b, b.restore_test.as_ref()?)))
+    else {
         return TaskOutcome::failed(Reason::RestoreTestFailed, "no spec.backup.restoreTest declared".into());
     };
     let all = match store.backups(Some(&db.name)) {
@@ -215,7 +236,9 @@ fn restore_test(db: &DatabaseState, store: &Store, ctx: &TaskContext) -> TaskOut
         },
         None => RestoreTarget::Throwaway,
     };
-    let mut r: RestoreResult = pg_backup::restore_test(Path::new(&b.file), &b.sha256, &target, &spec.checks);
+    // A directory-format backup is restored by `jobs` workers (pg_restore reads the format).
+    let jobs = backup_spec.effective_jobs();
+    let mut r: RestoreResult = pg_backup::restore_test_jobs(Path::new(&b.file), &b.sha256, &target, &spec.checks, jobs);
     r.at = ctx.now.max(r.at);
     if let Err(e) = store.set_backup_restore(b.id, &r) {
         return TaskOutcome::failed(
