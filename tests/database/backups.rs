@@ -162,6 +162,8 @@ fn a_backup_killed_mid_way_leaves_no_counted_file_and_the_next_one_succeeds() {
     pg_dump_waiting(&db);
     child.kill().unwrap(); // SIGKILL: no cleanup code runs
     child.wait().unwrap();
+    // Its pg_dump dies with it (the kernel's parent-death signal), lock or no lock.
+    no_pg_dump_left(&db.name);
     kill_matching(&db.name);
     drop(lock);
     let finals: Vec<String> = names_in(&dir)
@@ -262,4 +264,66 @@ fn a_directory_format_backup_is_listed_with_its_checksum_and_size_and_its_restor
     let o = w.steward(&["restore-test", "ddb", "--path", m]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     assert!(stdout(&o).contains("checksum"), "{}", stdout(&o));
+}
+
+#[test]
+fn a_directory_format_backup_killed_mid_way_takes_its_pg_dump_workers_with_it() {
+    let _replica = shared();
+    let Some(db) = TestDb::create("killed_dir_backup") else {
+        return;
+    };
+    let lock = TableLock::take(&db);
+    let w = World::new("dbkilldir");
+    let dir = w.dir.path().join("backups");
+    let doc = db
+        .doc("kddb", &dir, "")
+        .replace("    directory: ", "    format: directory\n    jobs: 2\n    directory: ");
+    w.write("db.yaml", &doc);
+    let m = w.manifests();
+    let m = m.to_str().unwrap();
+    let mut child = w.cmd().args(["backup", "kddb", "--path", m]).spawn().unwrap();
+    pg_dump_waiting(&db);
+    assert!(!pg_dumps_of(&db.name).is_empty(), "pg_dump is running");
+    child.kill().unwrap(); // SIGKILL: no cleanup code runs
+    child.wait().unwrap();
+    no_pg_dump_left(&db.name);
+    kill_matching(&db.name);
+    drop(lock);
+    let finals: Vec<String> = names_in(&dir)
+        .into_iter()
+        .filter(|n| !n.contains(".partial-"))
+        .collect();
+    assert!(finals.is_empty(), "no backup under its final name: {finals:?}");
+    // The next one removes the stale partial directory and succeeds.
+    ok(&w.steward(&["backup", "kddb", "--path", m]));
+    let names = names_in(&dir);
+    assert_eq!(names.len(), 1, "only the completed backup is left: {names:?}");
+    assert!(names[0].ends_with(".dir"), "{names:?}");
+}
+
+/// The pids of the pg_dump processes (leader and workers) whose command line names `needle`.
+fn pg_dumps_of(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            let pg_dump = cmd.split(' ').any(|a| a.ends_with("/pg_dump") || a == "pg_dump");
+            (pg_dump && cmd.contains(needle)).then(|| e.file_name().to_string_lossy().to_string())
+        })
+        .collect()
+}
+
+/// Waits (bounded) until no pg_dump of `needle` is left.
+fn no_pg_dump_left(needle: &str) {
+    let mut left = vec![];
+    let gone = try_wait_for(Duration::from_secs(20), || {
+        left = pg_dumps_of(needle);
+        left.is_empty().then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "pg_dump outlived the steward that started it: pids {left:?}"
+    );
 }

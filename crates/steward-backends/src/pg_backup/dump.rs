@@ -2,13 +2,13 @@
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
 use super::files::{dir_files, feed_entry, free_name, hash_copy, sha256_dir, sha256_file, sync_dir_files, Partial};
-use super::process::{libpq_env, parse_url, pg_program, Proc};
+use super::process::{dies_with_caller, libpq_env, parse_url, pg_program, Proc};
 use super::{io_err, BackupError, BackupFile, DumpFormat};
 
 /// [`take_backup`] (`pg_dump -Fc`, one file) or [`take_directory_backup`] (`pg_dump -Fd -j N`,
@@ -43,7 +43,7 @@ pub fn take_directory_backup(
     parse_url(url)?;
     let started = Instant::now();
     let partial = Partial::claim_dir(dir, name, false)?;
-    let mut cmd = Command::new(pg_program("pg_dump"));
+    let mut cmd = dies_with_caller(pg_program("pg_dump"));
     cmd.args(["--format=directory", "--no-password"]);
     cmd.arg(format!("--jobs={}", jobs.max(1)))
         .arg("--file")
@@ -70,7 +70,7 @@ pub fn take_backup(url: &str, password: Option<&str>, dir: &Path, file_name: &st
     parse_url(url)?;
     let started = Instant::now();
     let (partial, mut file) = Partial::claim(dir, file_name)?;
-    let mut cmd = Command::new(pg_program("pg_dump"));
+    let mut cmd = dies_with_caller(pg_program("pg_dump"));
     cmd.args(["--format=custom", "--no-password", "--dbname"]).arg(url);
     cmd.stdout(Stdio::piped());
     libpq_env(&mut cmd, password);

@@ -5,7 +5,7 @@
 //! `.<name>.partial-<pid>`, fsynced, linked to its name (never replacing one) and the directory
 //! fsynced. A process killed mid-way leaves only the `.partial` file, which is never a backup;
 //! [`remove_stale_partials`] removes those whose writer is certainly gone. pg_dump writes into a
-//! pipe of ours (hashed on the way): if steward dies, pg_dump dies of the broken pipe.
+//! pipe of ours (hashed on the way).
 //!
 //! Passwords reach child processes only through their environment (`PGPASSWORD`), never their
 //! arguments, and never appear in errors (a URL carrying one is refused; stderr is masked).
@@ -19,8 +19,9 @@
 //! `-Fd -j 2` is faster when the database has several large tables and both cores are free
 //! (965 MiB in 4 tables on 2 cores: 9.9 s against 17.4 s, docs/BENCHMARKS.md) and no faster
 //! when one table dominates (pg_dump does not split a table across jobs), so it is opt-in.
-//! Unlike `-Fc` into our pipe, a `-Fd` pg_dump whose steward is killed runs on to its end in
-//! the partial directory (its output is never counted, and removed by the next backup).
+//! Every pg_dump is started under `setpriv --pdeathsig KILL` (util-linux): the kernel kills it
+//! when steward dies, which a `-Fd` dump writing its own files, or any dump waiting for a lock,
+//! would otherwise outlive. Its partial output is never counted and removed by the next backup.
 
 mod dump;
 mod files;

@@ -34,6 +34,28 @@ pub fn pg_program(name: &str) -> PathBuf {
     })
 }
 
+/// A command running `program` that is killed when the thread that started it ends, steward
+/// killed included: util-linux's `setpriv --pdeathsig KILL` sets the kernel's parent-death
+/// signal before it execs `program`. A pg_dump of the directory format writes its own files and
+/// would otherwise run on to its end, holding connections to the primary; one waiting for a lock
+/// would wait on. Without `setpriv` on `PATH`, `program` is run as it is.
+pub(super) fn dies_with_caller(program: PathBuf) -> Command {
+    static SETPRIV: std::sync::LazyLock<Option<PathBuf>> = std::sync::LazyLock::new(|| {
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path)
+            .map(|d| d.join("setpriv"))
+            .find(|p| p.is_file())
+    });
+    match SETPRIV.as_ref() {
+        Some(setpriv) => {
+            let mut c = Command::new(setpriv);
+            c.args(["--pdeathsig", "KILL", "--"]).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 /// A child process whose stderr is read on a thread of its own (a full pipe never blocks it),
 /// keeping the tail; killed and reaped on drop unless it was waited for.
 pub(super) struct Proc {
