@@ -32,17 +32,23 @@ pub(super) struct Partial {
 }
 
 impl Partial {
-    /// Claims `.<name>.partial-<pid>` in `dir` (a predecessor's leftover with our PID is removed).
-    pub(super) fn claim(dir: &Path, name: &str) -> Result<(Partial, File), BackupError> {
+    /// `.<name>.partial-<pid>` in `dir`, reserved in this process (two writers of one name in one
+    /// process would share it).
+    fn reserve(dir: &Path, name: &str, is_dir: bool) -> Result<Partial, BackupError> {
         let path = dir.join(format!(".{name}.partial-{}", std::process::id()));
         if !writing().insert(path.clone()) {
             return Err(BackupError::Busy(path));
         }
-        let partial = Partial {
+        Ok(Partial {
             path,
             done: false,
-            is_dir: false,
-        };
+            is_dir,
+        })
+    }
+
+    /// Claims `.<name>.partial-<pid>` in `dir` (a predecessor's leftover with our PID is removed).
+    pub(super) fn claim(dir: &Path, name: &str) -> Result<(Partial, File), BackupError> {
+        let partial = Partial::reserve(dir, name, false)?;
         match fs::remove_file(&partial.path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err("cannot remove", &partial.path)(e)),
             _ => {}
@@ -79,15 +85,7 @@ impl Partial {
     /// PID is removed); creates it (owner only) when `create`, else leaves that to its writer
     /// (`pg_dump -Fd` creates its output directory itself and refuses a non-empty one).
     pub(super) fn claim_dir(dir: &Path, name: &str, create: bool) -> Result<Partial, BackupError> {
-        let path = dir.join(format!(".{name}.partial-{}", std::process::id()));
-        if !writing().insert(path.clone()) {
-            return Err(BackupError::Busy(path));
-        }
-        let partial = Partial {
-            path,
-            done: false,
-            is_dir: true,
-        };
+        let partial = Partial::reserve(dir, name, true)?;
         remove_backup(&partial.path).map_err(io_err("cannot remove", &partial.path))?;
         if create {
             fs::create_dir(&partial.path).map_err(io_err("cannot create", &partial.path))?;
