@@ -176,8 +176,8 @@ pub fn steward_apply(bin: &Path, state: &Path, dir: &Path, timeout: &str) -> any
     Ok(dt)
 }
 
-/// `steward events -o json` summed by reason: total `count` of events with this reason.
-pub fn steward_event_count(bin: &Path, state: &Path, reason: &str) -> anyhow::Result<u64> {
+/// `steward --state STATE events -o json`, one JSON value per event (unparsable lines skipped).
+pub fn steward_events_json(bin: &Path, state: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
     let out = Command::new(bin)
         .arg("--state")
         .arg(state)
@@ -188,16 +188,19 @@ pub fn steward_event_count(bin: &Path, state: &Path, reason: &str) -> anyhow::Re
     if !out.status.success() {
         bail!("steward events failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let mut n = 0;
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if v.get("reason").and_then(|r| r.as_str()) == Some(reason) {
-            n += v.get("count").and_then(|c| c.as_u64()).unwrap_or(1);
-        }
-    }
-    Ok(n)
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect())
+}
+
+/// `steward events -o json` summed by reason: total `count` of events with this reason.
+pub fn steward_event_count(bin: &Path, state: &Path, reason: &str) -> anyhow::Result<u64> {
+    Ok(steward_events_json(bin, state)?
+        .iter()
+        .filter(|v| v.get("reason").and_then(|r| r.as_str()) == Some(reason))
+        .map(|v| v.get("count").and_then(|c| c.as_u64()).unwrap_or(1))
+        .sum())
 }
 
 /// A `steward run` child. Stopped with SIGTERM by [`RunningSteward::stop`]; killed if dropped

@@ -2,10 +2,9 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
 use super::clock::{ms_between, now, parse_rfc3339, Nanos};
 use super::observe::{answer_changes, gone_and_back, probe, probes_after, task_history, Observers, Probe, StateSeen};
@@ -23,31 +22,17 @@ struct Event {
 
 /// `steward --state STATE events -o json`.
 fn steward_events(bin: &Path, state: &Path) -> anyhow::Result<Vec<Event>> {
-    let out = Command::new(bin)
-        .arg("--state")
-        .arg(state)
-        .args(["events", "-o", "json"])
-        .stdin(Stdio::null())
-        .output()
-        .context("cannot run steward events")?;
-    if !out.status.success() {
-        bail!("steward events failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let mut evs = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
+    let evs = cli::steward_events_json(bin, state)?.into_iter().map(|v| {
         let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_string();
-        evs.push(Event {
+        Event {
             reason: s("reason"),
             object: s("object"),
             message: s("message"),
             count: v.get("count").and_then(|c| c.as_u64()).unwrap_or(1),
             first_seen: v.get("firstSeen").and_then(|x| x.as_str()).and_then(parse_rfc3339),
-        });
-    }
-    Ok(evs)
+        }
+    });
+    Ok(evs.collect())
 }
 
 pub(super) struct RunResult {
