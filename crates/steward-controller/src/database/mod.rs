@@ -473,7 +473,8 @@ impl Controller {
     /// A `TaskHeld` event for each hold that began (or changed reason) since the last reconcile.
     fn report_holds(&mut self, name: &str, held: Vec<(Task, plan::NotNow)>) {
         let now: BTreeMap<Task, plan::NotNow> = held.into_iter().collect();
-        let before = self.db_runtime.get(name).map(|rt| rt.held.clone()).unwrap_or_default();
+        let rt = self.db_runtime.entry(name.to_string()).or_default();
+        let before = std::mem::replace(&mut rt.held, now.clone());
         let object = ObjectRef::database(name).to_string();
         for (task, why) in &now {
             if why.is_news() && before.get(task) != Some(why) {
@@ -486,7 +487,6 @@ impl Controller {
                 );
             }
         }
-        self.db_runtime.entry(name.to_string()).or_default().held = now;
     }
 
     fn record_database_status(
